@@ -23,7 +23,8 @@ _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 class Reject:
     """A physical line that could not be loaded as a row, or was loaded altered."""
 
-    line: int
+    line: int | None
+    """Physical line where the row starts (header = 1); None when the whole file is meant."""
     reason: str
     raw_line: bytes
 

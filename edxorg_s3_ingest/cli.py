@@ -1,0 +1,79 @@
+"""`edxorg-s3-ingest`: load edX table exports from the landing zone into consolidated tables."""
+
+import argparse
+import json
+import sys
+
+from edxorg_s3_ingest.progress import Progress, summary
+from edxorg_s3_ingest.runner import load_tables
+from edxorg_s3_ingest.settings import ConfigurationError, Settings
+from edxorg_s3_ingest.tables import TABLES, UnknownTableError, parse_table_list
+
+EPILOG = """\
+environment:
+  DAGSTER_ENVIRONMENT   dev (default: Parquet under --data-dir), qa or production (Iceberg + Glue)
+  AWS credentials come from the standard boto3 chain (env, profile, IRSA); endpoints from
+  AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_GLUE.
+
+exit status: 0 when every table loaded (or was unchanged, or had no prod files), 1 when a table
+failed, 2 for a usage or configuration error.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="edxorg-s3-ingest",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_argument("--tables", help="comma-separated edX tables to load (default: all 44)")
+    cli.add_argument(
+        "--bucket-url",
+        help="landing zone root holding db_table/ (default: sources.edxorg_s3.bucket_url in "
+        ".dlt/config.toml, else the sample landing zone in dev, the production bucket in qa "
+        "and production)",
+    )
+    cli.add_argument("--data-dir", help="dev: where the Parquet tables go (default .dlt/data)")
+    cli.add_argument(
+        "--pipelines-dir", help="where dlt keeps each table's state (default .dlt/pipelines)"
+    )
+    cli.add_argument(
+        "--full-refresh", action="store_true", help="forget the state and rebuild the tables"
+    )
+    cli.add_argument("--json", action="store_true", help="print the run report as one JSON object")
+    cli.add_argument("--list-tables", action="store_true", help="print the 44 tables and exit")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list_tables:
+        print("\n".join(TABLES))
+        return 0
+    try:
+        tables = parse_table_list(args.tables)
+        settings = Settings.resolve(args.bucket_url, args.data_dir, args.pipelines_dir)
+    except (ConfigurationError, UnknownTableError) as error:
+        print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
+        return 2
+    with Progress() as progress:
+        position = iter(range(1, len(tables) + 1))
+        run = load_tables(
+            tables,
+            settings,
+            full_refresh=args.full_refresh,
+            on_start=lambda report: progress.begin(report, next(position), len(tables)),
+            on_done=progress.done,
+        )
+    if args.json:
+        print(json.dumps(run.as_dict(), indent=2, default=str))
+    else:
+        print(summary(run))
+    if run.error:
+        print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)
+    return 0 if run.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

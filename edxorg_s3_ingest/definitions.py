@@ -1,0 +1,10 @@
+"""The code location's Definitions: everything dg finds under `edxorg_s3_ingest/defs/`."""
+
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[1])

@@ -1,0 +1,60 @@
+"""Which files a run reads (SPEC §5, §7), decided from one listing and the table's dlt state.
+
+The state holds every prod file's version (key, modification time, size) and, per course, the
+version its rows come from. It is not a max-cursor: a late file is compared with its own course's
+current file, never skipped for being older than some other course's file.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from edxorg_s3_ingest.landing import LandingFile
+
+
+@dataclass
+class Plan:
+    """What one run does for one table."""
+
+    to_read: list[LandingFile] = field(default_factory=list)
+    """The newest file of each course whose rows must be replaced, one per course."""
+    new_empty: list[LandingFile] = field(default_factory=list)
+    """Zero-byte files not seen before: recorded as rejected, never an export (SPEC §5)."""
+    files_seen: int = 0
+    state_changed: bool = False
+
+    @property
+    def files_skipped(self) -> int:
+        return self.files_seen - len(self.to_read)
+
+
+def plan(files: list[LandingFile], state: dict) -> Plan:
+    """Compares a listing with the state; fills `state` with what it will be after this run.
+
+    The caller commits the state only together with the data of `to_read` (dlt does this: the
+    resource state travels in the same load package as the rows).
+    """
+    result = Plan(files_seen=len(files))
+    if not files:
+        return result
+    seen: dict = state.setdefault("files", {})
+    current: dict = state.setdefault("courses", {})
+    by_course: dict[str, list[LandingFile]] = defaultdict(list)
+    for file in files:
+        if file.size == 0:
+            if seen.get(file.url) != file.version:
+                result.new_empty.append(file)
+        else:
+            by_course[file.course_id].append(file)
+        if seen.get(file.url) != file.version:
+            seen[file.url] = file.version
+            result.state_changed = True
+    for course_id, candidates in sorted(by_course.items()):
+        newest = max(candidates)
+        loaded = current.get(course_id)
+        same_content = loaded is not None and loaded[0] == newest.url and loaded[2] == newest.size
+        if not same_content:
+            result.to_read.append(newest)
+        if loaded != newest.version:
+            current[course_id] = newest.version
+            result.state_changed = True
+    return result

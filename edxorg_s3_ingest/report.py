@@ -1,0 +1,67 @@
+"""What a run did, per table (SPEC §6): the CLI summary, `--json` and Dagster metadata."""
+
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TableReport:
+    table: str
+    status: str = "pending"
+    """pending, running, loaded, unchanged, no_prod_files or failed."""
+    files_seen: int = 0
+    files_planned: int = 0
+    files_loaded: int = 0
+    files_skipped: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    courses_replaced: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    destination: str = ""
+    load_id: str | None = None
+    error: str | None = None
+    misplaced_files: list[str] = field(default_factory=list)
+    _started: float = field(default=0.0, repr=False)
+
+    def start(self) -> None:
+        self.status = "running"
+        self._started = time.monotonic()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.seconds = round(time.monotonic() - self._started, 3)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("loaded", "unchanged", "no_prod_files")
+
+    def as_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if not key.startswith("_")}
+
+
+@dataclass
+class RunReport:
+    environment: str
+    tables: dict[str, TableReport]
+    error: str | None = None
+    """A run-level error, such as no prod files for any requested table (SPEC §6)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(report.ok for report in self.tables.values())
+
+    def as_dict(self) -> dict:
+        totals = {
+            key: sum(getattr(report, key) for report in self.tables.values())
+            for key in ("files_loaded", "rows_loaded", "rows_rejected", "bytes_read")
+        }
+        return {
+            "environment": self.environment,
+            "ok": self.ok,
+            "error": self.error,
+            "failed_tables": [name for name, report in self.tables.items() if not report.ok],
+            "totals": totals,
+            "tables": {name: report.as_dict() for name, report in self.tables.items()},
+        }

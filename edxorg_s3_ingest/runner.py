@@ -1,0 +1,98 @@
+"""Loading tables: one dlt pipeline run per table, guarded, timed and reported (SPEC §6, §7)."""
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edxorg_s3_ingest.loads import PIPELINE_PREFIX, table_pipeline, table_source
+from edxorg_s3_ingest.report import RunReport, TableReport
+from edxorg_s3_ingest.settings import Settings
+from edxorg_s3_ingest.stores import store_for
+from edxorg_s3_ingest.tables import destination_table
+
+
+class TableBusyError(RuntimeError):
+    pass
+
+
+@contextmanager
+def table_lock(settings: Settings, table: str) -> Iterator[None]:
+    """One run per table at a time; a second one fails at once with a clear message."""
+    settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(settings.pipelines_dir) / f"{PIPELINE_PREFIX}{table}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise TableBusyError(
+                f"{table} is being loaded by another run (pid {holder}, lock {path}); "
+                "its table is left to that run. Try again when it has finished."
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def load_table(
+    table: str,
+    settings: Settings,
+    full_refresh: bool = False,
+    on_start: Callable[[TableReport], None] | None = None,
+) -> TableReport:
+    """Runs one table's pipeline; never raises for a failed table, the report says why."""
+    report = TableReport(table)
+    report.start()
+    if on_start:
+        on_start(report)
+    try:
+        report.destination = store_for(settings).uri(destination_table(table))
+        with table_lock(settings, table):
+            pipeline = table_pipeline(table, settings, report)
+            source = table_source(table, settings, report)
+            pipeline.run(source, refresh="drop_resources" if full_refresh else None)
+    except Exception as error:  # noqa: BLE001 - every failure becomes the table's report
+        report.finish("failed", error=describe(error))
+        return report
+    if report.status == "no_prod_files":
+        report.finish("no_prod_files")
+    else:
+        report.finish("loaded" if report.files_loaded or report.rows_rejected else "unchanged")
+    return report
+
+
+def load_tables(
+    tables: list[str],
+    settings: Settings,
+    full_refresh: bool = False,
+    on_start: Callable[[TableReport], None] | None = None,
+    on_done: Callable[[TableReport], None] | None = None,
+) -> RunReport:
+    """Loads tables one after the other; a failed table does not stop the others."""
+    run = RunReport(settings.environment, {})
+    for table in tables:
+        run.tables[table] = load_table(table, settings, full_refresh, on_start)
+        if on_done:
+            on_done(run.tables[table])
+    if tables and all(report.status == "no_prod_files" for report in run.tables.values()):
+        run.error = (
+            f"no prod files for any of the {len(tables)} requested table(s) under "
+            f"{settings.bucket_url.rstrip('/')}/db_table/<table>/prod/: "
+            "is the bucket URL or prefix right?"
+        )
+    return run
+
+
+def describe(error: BaseException) -> str:
+    """The innermost cause, which names the thing to fix, rather than dlt's step wrapper."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        inner = error.__cause__ or error.__context__
+        if type(error).__module__.startswith("dlt"):
+            error = inner
+        else:
+            break
+    return f"{type(error).__name__}: {error}"
