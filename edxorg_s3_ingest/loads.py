@@ -35,12 +35,17 @@ def table_source(table: str, settings: Settings, report: TableReport):
     return edxorg_s3_source(bucket_url=settings.bucket_url, tables=[table], reports={table: report})
 
 
-# What the Dagster component reads to build one asset per resource (defs.yaml). Runs use
-# `table_pipeline` / `table_source`, one pipeline per table.
-source = edxorg_s3_source(bucket_url=Settings.resolve().bucket_url)
-pipeline = dlt.pipeline(
-    pipeline_name="edxorg_s3", pipelines_dir=str(Settings.resolve().pipelines_dir)
-)
+def __getattr__(name: str):
+    """`source` and `pipeline`: what the Dagster component reads (defs.yaml) to build one asset
+    per resource. Built on first use, so that importing this module (the CLI) resolves nothing.
+    Runs use `table_pipeline` / `table_source`, one pipeline per table."""
+    if name == "source":
+        return edxorg_s3_source(bucket_url=Settings.resolve().bucket_url)
+    if name == "pipeline":
+        pipelines_dir = str(Settings.resolve().pipelines_dir)
+        return dlt.pipeline(pipeline_name="edxorg_s3", pipelines_dir=pipelines_dir)
+    raise AttributeError(name)
+
 
 if __name__ == "__main__":
     from edxorg_s3_ingest.cli import main

@@ -1,0 +1,43 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REALDATA = SHARED / "realdata"
+SAMPLE = REPO / "edxorg_s3_ingest" / "sample_landing_zone"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    """Every test starts in dev, with its own Dagster home and nothing inherited."""
+    monkeypatch.delenv("DAGSTER_ENVIRONMENT", raising=False)
+    monkeypatch.delenv("SOURCES__EDXORG_S3__BUCKET_URL", raising=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, check: bool = True):
+    """Runs the real CLI in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"CLI failed ({result.returncode}):\n{result.stderr}\n{result.stdout}")
+    return result
+
+
+def run_json(*args: str, **kwargs) -> dict:
+    result = run_cli(*args, "--json", **kwargs)
+    return json.loads(result.stdout)

@@ -1,0 +1,107 @@
+"""The Dagster code location: 44 table assets, loaded in-process and through the real dg CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import dagster as dg
+import pytest
+from conftest import REPO
+
+from edxorg_s3_ingest.tables import TABLES
+
+TABLE_KEYS = {dg.AssetKey(["edxorg", "tables", table]) for table in TABLES}
+
+
+def upstream(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["edxorg", "raw_data", "db_table", table])
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    from edxorg_s3_ingest.definitions import defs
+
+    return defs()
+
+
+def dg_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [shutil.which("dg") or "dg", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_definitions_hold_one_asset_per_table_with_its_upstream(definitions):
+    graph = definitions.resolve_asset_graph()
+    executable = {key for key in graph.get_all_asset_keys() if graph.get(key).is_executable}
+    assert executable == TABLE_KEYS
+    for table in TABLES:
+        node = graph.get(dg.AssetKey(["edxorg", "tables", table]))
+        assert set(node.parent_keys) == {upstream(table)}
+        assert node.group_name == "ingestion"
+        assert set(node.kinds) == {"dlt", "parquet"}
+
+
+def test_assets_carry_description_and_column_schema(definitions):
+    spec = next(
+        spec
+        for spec in definitions.resolve_all_asset_specs()
+        if spec.key == dg.AssetKey(["edxorg", "tables", "auth_user"])
+    )
+    assert "raw__edxorg__s3__tables__auth_user" in spec.description
+    columns = spec.metadata["dagster/column_schema"].columns
+    assert [column.name for column in columns][:3] == ["id", "username", "first_name"]
+    assert spec.metadata["dagster/table_name"] == "raw__edxorg__s3__tables__auth_user"
+
+
+def test_dg_list_defs_shows_exactly_the_table_assets_and_their_deps():
+    result = dg_cli("list", "defs", "--json")
+    assert result.returncode == 0, result.stderr
+    assets = {asset["asset_key"]: asset for asset in json.loads(result.stdout)["assets"]}
+    tables = {key: asset for key, asset in assets.items() if asset["is_executable"]}
+    assert set(tables) == {f"edxorg/tables/{table}" for table in TABLES}
+    for table in TABLES:
+        asset = tables[f"edxorg/tables/{table}"]
+        assert asset["dependency_keys"] == [f"edxorg/raw_data/db_table/{table}"]
+        assert asset["group_name"] == "ingestion"
+        assert sorted(asset["kinds"]) == ["dlt", "parquet"]
+    # No phantom `<source>_<resource>` deps: every other key is a declared upstream table.
+    assert set(assets) - set(tables) == {f"edxorg/raw_data/db_table/{table}" for table in TABLES}
+
+
+def test_dg_check_defs_passes():
+    result = dg_cli("check", "defs")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_unknown_environment_fails_loading_with_the_reason():
+    result = dg_cli("check", "defs", env={"DAGSTER_ENVIRONMENT": "bogus"})
+    assert result.returncode != 0
+    assert "DAGSTER_ENVIRONMENT='bogus' is not one of dev, qa, production" in (
+        result.stdout + result.stderr
+    )
+
+
+def test_materializing_an_asset_loads_its_table(tmp_path, monkeypatch, definitions):
+    monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    key = dg.AssetKey(["edxorg", "tables", "teams"])
+    job = definitions.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[key], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (materialization,) = [
+        event.materialization for event in result.get_asset_materialization_events()
+    ]
+    assert materialization.asset_key == key
+    metadata = materialization.metadata
+    assert metadata["rows_loaded"].value == 8
+    assert metadata["files_loaded"].value == 2
+    assert metadata["courses_replaced"].value == 2
+    assert metadata["destination"].value.endswith("data/raw__edxorg__s3__tables__teams")
+    assert list((tmp_path / "data" / "raw__edxorg__s3__tables__teams").rglob("*.parquet"))
