@@ -30,7 +30,10 @@ def read_export(path: Path) -> list[dict]:
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
     header, data = rows[0], rows[1:]
     return [
-        {name: (None if value == "NULL" else unescape(value)) for name, value in zip(header, row)}
+        {
+            name: (None if value == "NULL" else unescape(value))
+            for name, value in zip(header, row, strict=True)
+        }
         for row in data
     ]
 
@@ -40,7 +43,7 @@ def table_rows(data_dir: Path, table_name: str, columns: list[str] | None = None
     glob = f"{data_dir}/{table_name}/**/*.parquet"
     relation = duckdb.sql(f"select * from read_parquet('{glob}', union_by_name=true)")
     names = relation.columns
-    return [dict(zip(names, row)) for row in relation.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
 
 
 def canonical(rows: list[dict], keep: set[str] | None = None) -> list[tuple]:
