@@ -4,10 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, run_cli, run_json
-from oracle import canonical, read_export, table_rows
 
 from edxorg_s3_ingest.tables import TABLES, destination_table
+
+from conftest import SAMPLE, run_cli, run_json
+from oracle import canonical, read_export, table_rows
 
 SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
 

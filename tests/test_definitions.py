@@ -7,9 +7,10 @@ import subprocess
 
 import dagster as dg
 import pytest
-from conftest import REPO
 
 from edxorg_s3_ingest.tables import TABLES
+
+from conftest import REPO
 
 TABLE_KEYS = {dg.AssetKey(["edxorg", "tables", table]) for table in TABLES}
 
