@@ -5,12 +5,16 @@ The stock component runs the load's one pipeline; here each table has its own pi
 SPEC §6's figures as materialization metadata.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
-from dagster_dlt import DltLoadCollectionComponent
+from dagster_dlt import DltLoadCollectionComponent, dlt_assets
+from dagster_dlt.components.dlt_load_collection.component import DltComponentTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 
+from edxorg_s3_ingest.automation import table_checks, upstream_exports_landed
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.runner import load_table
 from edxorg_s3_ingest.settings import Settings
@@ -51,6 +55,7 @@ def report_metadata(report: TableReport) -> dict:
         if key not in ("table", "error", "misplaced_files", "load_id", "destination")
     }
     metadata["destination"] = dg.MetadataValue.path(report.destination)
+    metadata["dagster/row_count"] = report.table_rows
     if report.load_id:
         metadata["dlt_load_id"] = report.load_id
     if report.misplaced_files:
@@ -58,7 +63,36 @@ def report_metadata(report: TableReport) -> dict:
     return metadata
 
 
+@dataclass
 class EdxorgTablesComponent(DltLoadCollectionComponent):
+    """Adds to the stock component: a concurrency pool, the table checks, and a template scope
+    with `upstream_exports_landed` for the translation's automation_condition."""
+
+    pool: str | None = None
+    """Dagster concurrency pool of the table loads; its limit is set on the instance."""
+
+    @classmethod
+    def get_additional_scope(cls) -> Mapping[str, Any]:
+        return {"upstream_exports_landed": upstream_exports_landed()}
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        assets = []
+        for load in self.loads:
+
+            @dlt_assets(
+                dlt_source=load.source,
+                dlt_pipeline=load.pipeline,
+                name=f"dlt_assets_{load.source.name}",
+                dagster_dlt_translator=DltComponentTranslator(self, load),
+                pool=self.pool,
+            )
+            def tables(context: dg.AssetExecutionContext):
+                yield from self.execute(context, self.dlt_pipeline_resource)
+
+            assets.append(tables)
+        keys = [key for asset in assets for key in asset.keys]
+        return dg.Definitions(assets=assets, asset_checks=[table_checks(keys)])
+
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         table = data.resource.name

@@ -5,33 +5,49 @@ course's rows needs the whole load at hand, which a custom destination sees only
 completes the load package. This subclass of dlt's `destination` factory adds that hook.
 """
 
+from typing import Any
+
 from dlt.common.schema import TTableSchema
 from dlt.destinations.impl.destination.destination import DestinationClient
 from dlt.destinations.impl.destination.factory import destination
 
 from edxorg_s3_ingest.consolidation import Consolidator
 
+FIXED = ("destination_callable", "loader_file_format", "batch_size")
+
 
 class ConsolidatingDestination(destination):
-    def __init__(self, consolidator: Consolidator, name: str) -> None:
-        # dlt wraps the callable with its config injection, which needs a plain function.
+    def __init__(
+        self,
+        consolidator: Consolidator | None = None,
+        destination_name: str = "edxorg",
+        **kwargs: Any,
+    ) -> None:
+        # dlt re-creates the destination from the pipeline's saved state (with no consolidator)
+        # when a pipeline is only attached, e.g. to read its state: that must work, loading not.
         def stage(items: str, table: TTableSchema) -> None:
-            consolidator.stage(items, table)
+            self._consolidator().stage(items, table)
 
         super().__init__(
             destination_callable=stage,
-            destination_name=name,
+            destination_name=destination_name,
             loader_file_format="parquet",
             batch_size=0,
+            **{key: value for key, value in kwargs.items() if key not in FIXED},
         )
         self.consolidator = consolidator
 
+    def _consolidator(self) -> Consolidator:
+        if self.consolidator is None:
+            raise RuntimeError("this pipeline was attached, not built by edxorg_s3_ingest.loads")
+        return self.consolidator
+
     @property
     def client_class(self) -> type[DestinationClient]:
-        consolidator = self.consolidator
+        factory = self
 
         class ConsolidatingClient(DestinationClient):
             def complete_load(self, load_id: str) -> None:
-                consolidator.complete(load_id)
+                factory._consolidator().complete(load_id)
 
         return ConsolidatingClient

@@ -26,7 +26,7 @@ def table_pipeline(table: str, settings: Settings, report: TableReport) -> Pipel
     return dlt.pipeline(
         pipeline_name=f"{PIPELINE_PREFIX}{table}",
         pipelines_dir=str(settings.pipelines_dir),
-        destination=ConsolidatingDestination(consolidator, name=f"edxorg_{settings.environment}"),
+        destination=ConsolidatingDestination(consolidator, f"edxorg_{settings.environment}"),
         dataset_name="edxorg",
     )
 

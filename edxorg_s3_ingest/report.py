@@ -19,6 +19,8 @@ class TableReport:
     bytes_read: int = 0
     seconds: float = 0.0
     destination: str = ""
+    table_rows: int | None = None
+    """Rows in the whole table after the load."""
     load_id: str | None = None
     error: str | None = None
     misplaced_files: list[str] = field(default_factory=list)

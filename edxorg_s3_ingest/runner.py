@@ -50,11 +50,13 @@ def load_table(
     if on_start:
         on_start(report)
     try:
-        report.destination = store_for(settings).uri(destination_table(table))
+        store = store_for(settings)
+        report.destination = store.uri(destination_table(table))
         with table_lock(settings, table):
             pipeline = table_pipeline(table, settings, report)
             source = table_source(table, settings, report)
             pipeline.run(source, refresh="drop_resources" if full_refresh else None)
+        report.table_rows = store.row_count(destination_table(table))
     except Exception as error:  # noqa: BLE001 - every failure becomes the table's report
         report.finish("failed", error=describe(error))
         return report

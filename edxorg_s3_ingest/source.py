@@ -89,7 +89,8 @@ def rejects_batch(
 def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
     """The body of one table's resource."""
     listing = list_prod_files(bucket_url, table)
-    work = plan(listing.files, dlt.current.resource_state())
+    state = dlt.current.resource_state()
+    work = plan(listing.files, state)
     report.files_seen = work.files_seen
     report.files_skipped = work.files_skipped
     report.files_planned = len(work.to_read)
@@ -131,6 +132,13 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
                 }
     if courses:
         manifest()[destination_table(table)] = courses
+        # What the table must hold per course: the reconciliation asset check compares with it.
+        state.setdefault("rows", {}).update({course: e["rows"] for course, e in courses.items()})
+
+
+def expected_rows(resource_state: dict) -> int:
+    """The rows the table holds after the loads this state describes (SPEC §5)."""
+    return sum(resource_state.get("rows", {}).values())
 
 
 def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str):

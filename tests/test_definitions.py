@@ -8,6 +8,8 @@ import subprocess
 import dagster as dg
 import pytest
 
+from edxorg_s3_ingest.automation import reconciliation_result
+from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import TABLES
 
 from conftest import REPO
@@ -105,4 +107,29 @@ def test_materializing_an_asset_loads_its_table(tmp_path, monkeypatch, definitio
     assert metadata["files_loaded"].value == 2
     assert metadata["courses_replaced"].value == 2
     assert metadata["destination"].value.endswith("data/raw__edxorg__s3__tables__teams")
+    assert metadata["dagster/row_count"].value == 8
+    assert metadata["dlt_load_id"].value
     assert list((tmp_path / "data" / "raw__edxorg__s3__tables__teams").rglob("*.parquet"))
+    checks = {
+        evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()
+    }
+    assert set(checks) == {"rejected_rows", "reconciliation"}
+    assert checks["rejected_rows"].passed and checks["reconciliation"].passed
+    assert checks["reconciliation"].metadata["table_rows"].value == 8
+    assert checks["reconciliation"].metadata["rows_in_newest_files"].value == 8
+
+
+def test_reconciliation_fails_when_the_table_holds_extra_rows(tmp_path, monkeypatch, definitions):
+    monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    key = dg.AssetKey(["edxorg", "tables", "teams"])
+    job = definitions.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    assert job.execute_in_process(asset_selection=[key], instance=instance).success
+    table = tmp_path / "data" / "raw__edxorg__s3__tables__teams"
+    stray = next(table.rglob("*.parquet"))
+    shutil.copy(stray, stray.with_name("stray-copy.parquet"))
+    evaluation = reconciliation_result(Settings.resolve(), "teams", key)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["table_rows"].value == 12

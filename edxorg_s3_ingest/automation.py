@@ -1,0 +1,88 @@
+"""When the table assets run by themselves, and how they check their own data (SPEC §8)."""
+
+import dagster as dg
+import dlt
+from dlt.pipeline.exceptions import CannotRestorePipelineException
+
+from edxorg_s3_ingest.loads import PIPELINE_PREFIX
+from edxorg_s3_ingest.settings import Settings
+from edxorg_s3_ingest.source import expected_rows
+from edxorg_s3_ingest.stores import store_for
+from edxorg_s3_ingest.tables import destination_table
+
+
+def upstream_exports_landed() -> dg.AutomationCondition:
+    """Request the table once when any upstream partition (course × source system) has been
+    materialized since the table was last requested, and never while a run of it is in progress.
+
+    Not `eager()`: it holds back while any upstream partition is missing, and upstream never
+    materializes header-only exports, so it would never fire (STACK-NOTES).
+    """
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("upstream_exports_landed")
+
+
+def table_of(key: dg.AssetKey) -> str:
+    return key.path[-1]
+
+
+def table_checks(keys: list[dg.AssetKey]) -> dg.AssetChecksDefinition:
+    """Per table: rejected rows in its latest load (warn), and reconciliation (error)."""
+    specs = [
+        spec
+        for key in keys
+        for spec in (
+            dg.AssetCheckSpec("rejected_rows", asset=key, description="No rows rejected (§6)."),
+            dg.AssetCheckSpec(
+                "reconciliation",
+                asset=key,
+                description="The table holds exactly the rows read from each course's newest "
+                "prod file (§5).",
+            ),
+        )
+    ]
+
+    @dg.multi_asset_check(specs=specs, can_subset=True, name="edxorg_table_checks")
+    def edxorg_table_checks(context: dg.AssetCheckExecutionContext):
+        settings = Settings.resolve()
+        for check in sorted(context.selected_asset_check_keys, key=str):
+            table = table_of(check.asset_key)
+            if check.name == "rejected_rows":
+                yield rejected_rows_result(context, check.asset_key)
+            else:
+                yield reconciliation_result(settings, table, check.asset_key)
+
+    return edxorg_table_checks
+
+
+def rejected_rows_result(context, key: dg.AssetKey) -> dg.AssetCheckResult:
+    event = context.instance.get_latest_materialization_event(key)
+    metadata = event.asset_materialization.metadata if event else {}
+    rejected = metadata["rows_rejected"].value if "rows_rejected" in metadata else 0
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name="rejected_rows",
+        passed=rejected == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rows_rejected": rejected, "rejects_table": "raw__edxorg__s3__rejected_rows"},
+    )
+
+
+def reconciliation_result(settings: Settings, table: str, key: dg.AssetKey):
+    try:
+        name = f"{PIPELINE_PREFIX}{table}"
+        state = dlt.attach(name, pipelines_dir=str(settings.pipelines_dir)).state
+    except CannotRestorePipelineException:
+        state = {}  # never loaded: the table must be empty
+    resources = state.get("sources", {}).get("edxorg_s3", {}).get("resources", {})
+    expected = expected_rows(resources.get(table, {}))
+    actual = store_for(settings).row_count(destination_table(table))
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name="reconciliation",
+        passed=actual == expected,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"table_rows": actual, "rows_in_newest_files": expected},
+    )
