@@ -17,6 +17,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from edxorg_s3_ingest.automation import table_checks, upstream_exports_landed
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.runner import load_table
+from edxorg_s3_ingest.sensor import landing_zone_sensor
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import destination_table, known_columns
 
@@ -91,7 +92,9 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
 
             assets.append(tables)
         keys = [key for asset in assets for key in asset.keys]
-        return dg.Definitions(assets=assets, asset_checks=[table_checks(keys)])
+        return dg.Definitions(
+            assets=assets, asset_checks=[table_checks(keys)], sensors=[landing_zone_sensor(keys)]
+        )
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
