@@ -19,9 +19,11 @@ COPY defs.yaml ./
 COPY .dlt/config.toml ./.dlt/config.toml
 COPY edxorg_s3_ingest ./edxorg_s3_ingest
 RUN uv sync --locked --no-dev \
-    && useradd --create-home --uid 1000 dagster \
-    && chown -R dagster /app/.dlt
-USER dagster
+    && groupadd --gid 1000 dagster \
+    && useradd --create-home --uid 1000 --gid 1000 dagster \
+    && chown -R 1000:1000 /app/.dlt
+# Numeric, so that Kubernetes' runAsNonRoot can verify it (deploy/helm/values.yaml).
+USER 1000:1000
 
 EXPOSE 4000
 CMD ["dagster", "api", "grpc", "--host", "0.0.0.0", "--port", "4000", "--module-name", "edxorg_s3_ingest.definitions"]

@@ -142,7 +142,13 @@ def expected_rows(resource_state: dict) -> int:
 
 
 def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str):
-    return dlt.mark.with_table_name(rejects_batch(table, file, rejects, load_id), REJECTS_TABLE)
+    # with_table_name fails on Arrow items of a resource with a fixed table_name (dlt 1.31):
+    # a table variant with its own hints is the supported way to send them elsewhere.
+    return dlt.mark.with_hints(
+        rejects_batch(table, file, rejects, load_id),
+        dlt.mark.make_hints(table_name=REJECTS_TABLE),
+        create_table_variant=True,
+    )
 
 
 def table_resource(table: str, bucket_url: str, report: TableReport | None = None) -> DltResource:

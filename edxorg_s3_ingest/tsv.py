@@ -1,30 +1,69 @@
-"""Reads one landing-zone TSV file (SPEC §2 dialect) as Arrow record batches.
+"""Reads one landing-zone TSV file (SPEC §2 dialect) as Arrow record batches, streaming.
 
-First version: correct for the sample landing zone, whole file in memory. The streaming,
-full-dialect reader replaces it (issue 3) behind the same interface.
+Two passes over the local file, both in bounded memory:
+
+1. Pre-scan (`tsv_scan.scan`): decides quoting for the whole file, SPEC §2: the file is read with
+   quoting when every field that starts with `"` is well-formed (closing quote followed by TAB,
+   LF or end of file); one unclosed or malformed quoted field makes the whole file unquoted, where
+   `"` is plain text. So `unclosed_quote` is never a reject reason: an unclosed quote turns the
+   file unquoted and the line then loads as written, or is rejected as ragged. The scan also
+   notes record starts (byte offset, line) about every `segment_bytes`.
+2. Parse: each segment of whole records goes through pyarrow.csv (C++, multi-threaded); edX
+   escapes are decoded after parsing with pyarrow substring replacement (`\\\\` first, to a
+   stand-in byte), only in chunks holding a `\\`, on all cores.
+
+Exactness, checked per segment; a segment that fails a check goes to the slow path:
+- Lines: a segment starts at a known line; rows are lines unless a quoted field holds an LF, in
+  which case each row adds the LFs inside its fields. The total must equal the segment's LFs.
+- CR is data (SPEC §2) but a line end to pyarrow: raw CRs are swapped for byte 0xFF before
+  parsing and swapped back after. 0xFF never occurs in valid UTF-8, so the swap is lossless.
+- Invalid UTF-8 is found by running CPython's UTF-8 decoder (C, GB/s on ASCII) over each segment
+  in 1 MiB steps, dropping the text; such a segment takes the slow path.
+- A ragged line makes the multi-threaded read fail; the segment is then read again on one
+  thread with an invalid_row_handler, which numbers the records it skips only there (with
+  threads and newlines_in_values the numbers are unknown; the handler decodes the text, so the
+  CR stand-in there is a private-use character absent from the segment). Record numbers and the
+  LFs in each record give every line exactly.
+- A blank line, which pyarrow reads as a row of empty strings, is caught by an all-empty-row
+  check, then a search for `\\n\\n`, and takes the slow path.
+The slow path splits the segment into records in Python (one C-level regex match per record),
+rejects ragged ones, repairs invalid UTF-8 (U+FFFD, and an `invalid_utf8` reject; a ragged record
+is only rejected as ragged), and parses the kept records with pyarrow, with explicit lines.
 """
 
-import csv
-import io
+import codecs
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
+from itertools import pairwise
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from edxorg_s3_ingest import tsv_scan
 
 SOURCE_LINE = "_source_line"
-_HEADER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_HEADER = 1 << 20
+_LF = 0x0A
+_HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = re.compile(r"\\([\\tnr])")
 _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_ESCAPES = ((b"\\t", b"\t"), (b"\\n", b"\n"), (b"\\r", b"\r"))
+# Bytes that valid UTF-8 never holds: stand-ins for raw CR and `\\\\` while parsing.
+_CR_STAND_IN, _BACKSLASH_STAND_IN = b"\xff", b"\xfe"
 
 
 @dataclass(frozen=True)
 class Reject:
     """A physical line that could not be loaded as a row, or was loaded altered."""
 
-    line: int | None
-    """Physical line where the row starts (header = 1); None when the whole file is meant."""
+    line: int
     reason: str
     raw_line: bytes
 
@@ -45,6 +84,8 @@ class TsvFile:
 
     Every column is a string; `NULL` is null; `_source_line` is the physical line (header = 1)
     where the row starts. Lines that cannot be rows go to `on_reject`, never into a batch.
+    After `batches()` is exhausted, `rows` holds the rows loaded and `rejected` the rejects by
+    reason; `rows + rejected["ragged_line"]` is the number of data records.
     """
 
     def __init__(
@@ -52,48 +93,291 @@ class TsvFile:
         path: str | os.PathLike,
         on_reject: Callable[[Reject], None],
         batch_rows: int = 65_536,
+        *,
+        segment_bytes: int = 16 << 20,
+        parse_block_bytes: int = 4 << 20,
     ) -> None:
         self.path = os.fspath(path)
         self.on_reject = on_reject
         self.batch_rows = batch_rows
+        self._parse_block = parse_block_bytes
+        self.rows = 0
+        self.rejected: Counter[str] = Counter()
         with open(self.path, "rb") as stream:
-            first = stream.readline()
-        header = first.rstrip(b"\n").decode("utf-8", errors="replace").split("\t")
-        bad = [name for name in header if not _HEADER_NAME.match(name)]
-        if bad or len(set(header)) != len(header):
-            raise InvalidHeaderError(
-                f"line 1 is not a header of column names (e.g. {(bad or header)[0][:60]!r})"
-            )
-        self.header = header
-        self.quoted = True
+            first = stream.readline(_MAX_HEADER)
+            self.header = _header(first)
+            scan = tsv_scan.scan(stream, len(first), max(segment_bytes, 2))
+        self.quoted = scan.quoted
+        self._cuts = scan.cuts
+        self._names = [*self.header, SOURCE_LINE]
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        self.rows, self.rejected = 0, Counter()
         with open(self.path, "rb") as stream:
-            data = stream.read()
-        text = data.decode("utf-8", errors="replace")
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=False)
-        next(reader)
-        width = len(self.header)
-        columns: list[list[str | None]] = [[] for _ in range(width)]
-        lines: list[int] = []
-        line = 2
-        for row in reader:
-            start = line
-            line = reader.line_num + 1
-            if len(row) != width:
-                self.on_reject(Reject(start, "ragged_line", "\t".join(row).encode()))
-                continue
-            for column, value in zip(columns, row, strict=True):
-                column.append(None if value == "NULL" else decode_escapes(value))
-            lines.append(start)
-            if len(lines) >= self.batch_rows:
-                yield self._batch(columns, lines)
-                columns = [[] for _ in range(width)]
-                lines = []
-        if lines:
-            yield self._batch(columns, lines)
+            for (start, line), (stop, next_line) in pairwise(self._cuts):
+                stream.seek(start)
+                segment = stream.read(stop - start)
+                line_starts = next_line - line + (segment[-1:] != b"\n")
+                table = self._fast(segment, line, line_starts)
+                if table is None:
+                    table = self._slow(segment, line)
+                self.rows += table.num_rows
+                if table.num_rows:
+                    yield from table.to_batches(max_chunksize=self.batch_rows)
 
-    def _batch(self, columns: list[list[str | None]], lines: list[int]) -> pa.RecordBatch:
-        arrays = [pa.array(values, pa.string()) for values in columns]
-        arrays.append(pa.array(lines, pa.int64()))
-        return pa.RecordBatch.from_arrays(arrays, names=[*self.header, SOURCE_LINE])
+    def _reject(self, line: int, reason: str, raw: bytes) -> None:
+        self.rejected[reason] += 1
+        self.on_reject(Reject(line, reason, raw))
+
+    def _fast(
+        self, segment: bytes, start: int, line_starts: int, lines: pa.Array | None = None
+    ) -> pa.Table | None:
+        """The segment's rows, or None when it holds an anomaly that needs the slow path.
+        With `lines` given, the segment holds only records the slow path has checked."""
+        checked = lines is not None
+        if not checked and not _is_utf8(segment):
+            return None
+        # pyarrow takes a CR for a line end: parse with a stand-in that UTF-8 never holds.
+        has_cr = b"\r" in segment
+        cr = _CR_STAND_IN if has_cr else None
+        table = self._read(segment.replace(b"\r", _CR_STAND_IN), strict=checked)
+        ragged: list[tuple[int, str]] = []
+        if table is None:
+            # Ragged lines: read again on one thread, where pyarrow numbers the records it
+            # skips. Its handler decodes their text, so the CR stand-in must then be UTF-8.
+            cr = _unused_character(segment) if has_cr else None
+            if cr or not has_cr:
+                parsed = segment.replace(b"\r", cr) if cr else segment
+                table = self._read(parsed, strict=False, ragged=ragged)
+        if table is None:
+            return None
+        columns = [_as(column, pa.binary()) for column in table.columns]
+        if not checked:
+            if _has_blank_line(segment, columns):
+                return None
+            placed = self._lines(start, line_starts, columns, table.num_rows, ragged)
+            if placed is None:
+                return None
+            lines, ragged_lines = placed
+            for line, (_, text) in zip(ragged_lines, ragged, strict=True):
+                raw = text.encode("utf-8")
+                self._reject(line, "ragged_line", raw.replace(cr, b"\r") if cr else raw)
+        if cr or b"\\" in segment:
+            columns = _decode_columns(columns, cr, b"\\" in segment)
+        return pa.Table.from_arrays(
+            [*(_as(column, pa.string()) for column in columns), lines], names=self._names
+        )
+
+    def _lines(
+        self,
+        start: int,
+        line_starts: int,
+        columns: list[pa.ChunkedArray],
+        rows: int,
+        ragged: list[tuple[int, str]],
+    ) -> tuple[pa.Array, list[int]] | None:
+        """Start lines of the rows and of the ragged records, or None if they do not add up."""
+        records = rows + len(ragged)
+        skipped = np.array([-1 if n is None else n - 1 for n, _ in ragged], np.int64)
+        # Numbers must be increasing and in range; anything else goes to the slow path.
+        if len(skipped) and (skipped[0] < 0 or skipped[-1] >= records):
+            return None
+        if (np.diff(skipped) <= 0).any():
+            return None
+        loaded = np.ones(records, bool)
+        loaded[skipped] = False
+        spans = np.ones(records, np.int64)
+        if records != line_starts:
+            if not self.quoted:
+                return None
+            # Quoted fields hold LFs: a record spans 1 + (LFs inside its fields) lines.
+            inside = np.zeros(rows, np.int64)
+            for column in columns:
+                inside += _lf_counts(column)
+            spans[loaded] += inside
+            spans[skipped] += np.array([text.count("\n") for _, text in ragged], np.int64)
+            if int(spans.sum()) != line_starts:
+                return None
+        first_lines = np.cumsum(spans) - spans + start
+        return pa.array(first_lines[loaded]), first_lines[skipped].tolist()
+
+    def _slow(self, segment: bytes, start: int) -> pa.Table:
+        valid_utf8 = _is_utf8(segment)
+        width, kept, lines, line = len(self.header), [], [], start
+        for record in tsv_scan.records(segment, self.quoted):
+            here = line
+            line += 1 + (record.count(b"\n") if self.quoted else 0)
+            if tsv_scan.field_count(record, self.quoted) != width:
+                self._reject(here, "ragged_line", record)
+                continue
+            if not valid_utf8 and not _is_utf8(record):
+                self._reject(here, "invalid_utf8", record)
+                record = record.decode("utf-8", "replace").encode("utf-8")
+            kept.append(record)
+            lines.append(here)
+        if not kept:
+            return self._schema().empty_table()
+        table = self._fast(b"\n".join(kept) + b"\n", start, 0, pa.array(lines, pa.int64()))
+        assert table is not None
+        return table
+
+    def _read(
+        self, segment: bytes, strict: bool, ragged: list[tuple[int, str]] | None = None
+    ) -> pa.Table | None:
+        """pyarrow's reading, or None on a parse error (a ragged line) unless `strict`. With
+        `ragged`, ragged records are skipped and listed: (record number in segment, text)."""
+
+        def skip(row: pa_csv.InvalidRow) -> str:
+            ragged.append((row.number, row.text))
+            return "skip"
+
+        parse = pa_csv.ParseOptions(
+            delimiter="\t",
+            quote_char='"' if self.quoted else False,
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=self.quoted,
+            ignore_empty_lines=False,
+            invalid_row_handler=None if ragged is None else skip,
+        )
+        convert = pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(self.header, pa.string()),
+            null_values=["NULL"],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,  # checked before; CR stand-ins are not UTF-8 until swapped back
+        )
+        block = self._parse_block
+        while True:
+            options = pa_csv.ReadOptions(
+                column_names=self.header, block_size=block, use_threads=ragged is None
+            )
+            try:
+                return pa_csv.read_csv(
+                    pa.BufferReader(segment),
+                    read_options=options,
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+            except pa.ArrowInvalid as error:
+                if "straddling" in str(error) and block <= len(segment):
+                    block = len(segment) + 1  # a record longer than a block: one block
+                    if ragged is not None:
+                        ragged.clear()
+                elif strict:
+                    raise
+                else:
+                    return None
+
+    def _schema(self) -> pa.Schema:
+        return pa.schema(
+            [*((name, pa.string()) for name in self.header), (SOURCE_LINE, pa.int64())]
+        )
+
+
+def _header(first: bytes) -> list[str]:
+    if not first:
+        raise InvalidHeaderError("the file is empty (0 bytes): there is no header to read")
+    if not first.endswith(b"\n") and len(first) >= _MAX_HEADER:
+        raise InvalidHeaderError("line 1 is over 1 MiB long: it is not a header of column names")
+    try:
+        header = first.removesuffix(b"\n").decode("utf-8").split("\t")
+    except UnicodeDecodeError as error:
+        raise InvalidHeaderError(f"line 1 is not a header: invalid UTF-8 ({error})") from None
+    for name in header:
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidHeaderError(
+                f"line 1 is not a header of column names: {name[:60]!r} is not a column name"
+                " (a data line? e.g. a sorted export has its header elsewhere)"
+            )
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise InvalidHeaderError(f"line 1 repeats column names: {', '.join(duplicates)}")
+    return header
+
+
+def _is_utf8(data: bytes) -> bool:
+    # In steps: a segment-sized str would be fresh memory, page-faulted in every time.
+    view, pos, step = memoryview(data), 0, 1 << 20
+    while True:
+        final = pos + step >= len(data)
+        try:
+            _, used = codecs.utf_8_decode(view[pos : pos + step], "strict", final)
+        except UnicodeDecodeError:
+            return False
+        if final:
+            return True
+        pos += used
+
+
+def _lf_counts(column: pa.ChunkedArray) -> np.ndarray:
+    """LFs in each value, from the LF positions in the data buffers (few, mostly none)."""
+    counts = []
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        ends = np.frombuffer(offsets, np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+        values = np.frombuffer(data, np.uint8)[ends[0] : ends[-1]] if data else np.empty(0)
+        lfs = np.flatnonzero(values == _LF) + ends[0]
+        rows = np.searchsorted(ends, lfs, side="right") - 1
+        counts.append(np.bincount(rows, minlength=len(chunk)))
+    return np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+
+def _has_blank_line(segment: bytes, columns: list[pa.ChunkedArray]) -> bool:
+    """pyarrow reads a blank line as a row of empty strings; to SPEC it is a 1-field line.
+    Only rows of empty strings (rare) make the raw bytes worth searching."""
+    if len(columns) < 2:
+        return False
+    blank = pc.equal(columns[0], b"")
+    for column in columns[1:]:
+        if not pc.any(blank).as_py():
+            return False
+        blank = pc.and_kleene(blank, pc.equal(column, b""))
+    return bool(pc.any(blank).as_py()) and (segment[:1] == b"\n" or b"\n\n" in segment)
+
+
+def _decode_columns(
+    columns: list[pa.ChunkedArray], cr: bytes | None, has_backslash: bool
+) -> list[pa.ChunkedArray]:
+    """Undoes the CR stand-in and the edX escapes, chunk by chunk on all cores (pyarrow and
+    numpy release the GIL)."""
+
+    def decode(chunk: pa.Array) -> pa.Array:
+        if cr and _holds(chunk, cr[:1]):
+            chunk = pc.replace_substring(chunk, cr, b"\r")
+        if has_backslash and _holds(chunk, b"\\"):
+            # `\\\\` first, to a stand-in, so that `\\\\n` stays backslash + n.
+            chunk = pc.replace_substring(chunk, b"\\\\", _BACKSLASH_STAND_IN)
+            for code, char in _ESCAPES:
+                chunk = pc.replace_substring(chunk, code, char)
+            chunk = pc.replace_substring(chunk, _BACKSLASH_STAND_IN, b"\\")
+        return chunk
+
+    decoded = iter(_pool().map(decode, [chunk for column in columns for chunk in column.chunks]))
+    return [
+        pa.chunked_array([next(decoded) for _ in column.chunks], column.type) for column in columns
+    ]
+
+
+def _unused_character(segment: bytes) -> bytes | None:
+    """A private-use character absent from the segment (UTF-8), or None if it holds them all."""
+    return next(
+        (char for code in range(0xE000, 0xF900) if (char := chr(code).encode()) not in segment),
+        None,
+    )
+
+
+def _holds(chunk: pa.Array, byte: bytes) -> bool:
+    """Whether the chunk's data buffer holds the byte (numpy: faster than match_substring)."""
+    data = chunk.buffers()[2]
+    return data is not None and bool((np.frombuffer(data, np.uint8) == byte[0]).any())
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tsv-decode")
+
+
+def _as(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """Zero-copy retyping between string and binary (same memory layout)."""
+    return pa.chunked_array([chunk.view(kind) for chunk in column.chunks], kind)

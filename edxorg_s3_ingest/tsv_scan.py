@@ -122,6 +122,7 @@ def records(segment: bytes, quoted: bool) -> Iterator[bytes]:
 
 
 def field_count(record: bytes, quoted: bool) -> int:
+    """TABs outside quoted fields, plus one."""
     tabs = record.count(b"\t")
     if quoted and (record[:1] == b'"' or b'\t"' in record):
         tabs -= sum(field.count(b"\t") for field in _QUOTED_AT_FIELD_START.findall(record))
