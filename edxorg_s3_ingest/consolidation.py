@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from dlt.common.schema import TTableSchema
 from dlt.common.storages.load_package import load_package_state
 
+from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.source import MANIFEST_KEY, TIMESTAMP
 from edxorg_s3_ingest.tables import REJECTS_TABLE
@@ -45,7 +46,9 @@ class TableStore(Protocol):
         """Makes each course in `courses` hold exactly its rows in `staged`; idempotent."""
 
     def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
-        """Adds the rejected rows of one edX table's load; idempotent."""
+        """Adds the rejected rows of one edX table's load, replacing any earlier rejects of the
+        same source files (`_dlt_file_path`): a file read twice (a re-run after a kill, a reset
+        state) never has its rejects twice. Idempotent."""
 
     def drop(self, table_name: str) -> None: ...
 
@@ -77,6 +80,7 @@ class Consolidator:
 
     def stage(self, items: str, table: TTableSchema) -> None:
         """Called by dlt with the path of each normalized Parquet file (batch_size=0)."""
+        crashpoint("stage.start")
         load_id = load_package_state()["load_id"]
         folder = self.staging_dir / load_id / table["name"]
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,16 +88,27 @@ class Consolidator:
         if target.exists():
             return
         temporary = target.with_suffix(".partial")
+        temporary.unlink(missing_ok=True)
         try:
             os.link(items, temporary)
         except OSError:
             shutil.copyfile(items, temporary)
+        crashpoint("stage.linked")
         os.replace(temporary, target)
+        crashpoint("stage.done")
 
     def complete(self, load_id: str) -> None:
-        """Applies one load package to the store; dlt calls it once every job is staged."""
+        """Applies one load package to the store; dlt calls it once every job is staged.
+
+        The `<load_id>.done` marker is written after the store holds the whole load and before
+        the staged files go: a completion re-run after a kill either applies the same staged
+        files again (same result) or finds the marker and does nothing.
+        """
+        crashpoint("complete.start")
         done = self.staging_dir / f"{load_id}.done"
+        staged_root = self.staging_dir / load_id
         if done.exists():
+            self._clean(load_id)
             return
         package = load_package_state()["state"]
         for dropped in package.get("dropped_tables", []):
@@ -101,17 +116,45 @@ class Consolidator:
                 self.store.drop_rejects(self.report.table)
             else:
                 self.store.drop(dropped["name"])
-        staged_root = self.staging_dir / load_id
+            crashpoint("complete.dropped")
         for table_name, courses in package.get(MANIFEST_KEY, {}).items():
             staged = sorted((staged_root / table_name).glob("*.parquet"))
             self.store.replace_courses(table_name, load_id, staged, courses)
+            crashpoint("complete.replaced")
             self.report.courses_replaced += len(courses)
         rejects = sorted((staged_root / REJECTS_TABLE).glob("*.parquet"))
         if rejects:
             self.store.append_rejects(self.report.table, load_id, rejects)
+        crashpoint("complete.before_done")
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         done.touch()
-        shutil.rmtree(staged_root, ignore_errors=True)
+        crashpoint("complete.after_done")
+        self._clean(load_id)
+        crashpoint("complete.cleaned")
+
+    def _clean(self, load_id: str) -> None:
+        """Removes what this load and earlier ones left: staged files and done markers.
+
+        Loads of one table run one at a time (runner.table_lock), and dlt completes packages in
+        load id order, each before the next: once `load_id` is complete, no earlier load can
+        need its marker or staged files again. Later loads' files are left alone.
+        """
+        for entry in self.staging_dir.iterdir():
+            other = entry.name.removesuffix(".done")
+            if entry.name == f"{load_id}.done" or not _earlier_or_same(other, load_id):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _earlier_or_same(other: str, load_id: str) -> bool:
+    """Whether `other` is a dlt load id (a timestamp) no later than `load_id`."""
+    try:
+        return float(other) <= float(load_id)
+    except ValueError:
+        return False
 
 
 def empty_course_schema(columns: list[str]) -> pa.Schema:

@@ -8,6 +8,7 @@ current file, never skipped for being older than some other course's file.
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.landing import LandingFile
 
 
@@ -32,6 +33,9 @@ def plan(files: list[LandingFile], state: dict) -> Plan:
 
     The caller commits the state only together with the data of `to_read` (dlt does this: the
     resource state travels in the same load package as the rows).
+
+    Files no longer listed leave the state. A course none of whose files is listed any more keeps
+    its rows (nothing says its data is gone; `--full-refresh` rebuilds without it).
     """
     result = Plan(files_seen=len(files))
     if not files:
@@ -48,6 +52,10 @@ def plan(files: list[LandingFile], state: dict) -> Plan:
         if seen.get(file.url) != file.version:
             seen[file.url] = file.version
             result.state_changed = True
+    listed = {file.url for file in files}
+    for url in [url for url in seen if url not in listed]:
+        del seen[url]
+        result.state_changed = True
     for course_id, candidates in sorted(by_course.items()):
         newest = max(candidates)
         loaded = current.get(course_id)
@@ -57,4 +65,5 @@ def plan(files: list[LandingFile], state: dict) -> Plan:
         if loaded != newest.version:
             current[course_id] = newest.version
             result.state_changed = True
+    crashpoint("plan.done")
     return result

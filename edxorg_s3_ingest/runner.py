@@ -38,6 +38,27 @@ def table_lock(settings: Settings, table: str) -> Iterator[None]:
         yield
 
 
+def finish_pending_loads(pipeline) -> None:
+    """Completes what a killed run left (SPEC §7) before this run lists anything.
+
+    dlt's `run` would otherwise only finish the pending package and return without extracting:
+    the run would succeed with new exports unread, and a `--full-refresh` would not refresh.
+
+    A kill between dlt's two steps of committing a normalized package (renaming it into the
+    load folder, then deleting its extracted copy) leaves the package in both places, and dlt
+    would fail on it forever (it normalizes it again and cannot rename onto the existing copy):
+    the extracted copy of a package that is already normalized or loaded is dropped first.
+    """
+    done = {*pipeline.list_normalized_load_packages(), *pipeline.list_completed_load_packages()}
+    if stale := [load_id for load_id in pipeline.list_extracted_load_packages() if load_id in done]:
+        extracted = pipeline._get_normalize_storage().extracted_packages
+        for load_id in stale:
+            extracted.delete_package(load_id)
+    if pipeline.has_pending_data:
+        pipeline.normalize()
+        pipeline.load()
+
+
 def load_table(
     table: str,
     settings: Settings,
@@ -55,6 +76,7 @@ def load_table(
         with table_lock(settings, table):
             pipeline = table_pipeline(table, settings, report)
             source = table_source(table, settings, report)
+            finish_pending_loads(pipeline)
             pipeline.run(source, refresh="drop_resources" if full_refresh else None)
         report.table_rows = store.row_count(destination_table(table))
     except Exception as error:  # noqa: BLE001 - every failure becomes the table's report

@@ -2,13 +2,13 @@
 
 from edxorg_s3_ingest.consolidation import TableStore
 from edxorg_s3_ingest.parquet_store import ParquetStore
-from edxorg_s3_ingest.settings import ConfigurationError, Settings
+from edxorg_s3_ingest.settings import Settings
 
 
 def store_for(settings: Settings) -> TableStore:
     if settings.environment == "dev":
         return ParquetStore(settings.data_dir)
-    raise ConfigurationError(
-        f"DAGSTER_ENVIRONMENT={settings.environment}: the Iceberg + Glue store is not yet "
-        "available; use dev (unset) for Parquet under .dlt/data."
-    )
+    # Imported here: dev runs (and the CLI's startup) need neither pyiceberg nor boto3.
+    from edxorg_s3_ingest.iceberg_store import IcebergStore
+
+    return IcebergStore(settings.lake_url, settings.glue_database)

@@ -1,0 +1,497 @@
+"""The qa / production store: Iceberg tables on S3, registered in AWS Glue (SPEC §8).
+
+`<lake_url>/<table_name>/` holds each table's data and metadata; the Glue database holds its entry.
+
+- Edx tables are partitioned by `identity(_course_id)`: replacing a course drops whole data files
+  and never rewrites another course's rows.
+- One load of one table is ONE snapshot: its courses' files deleted and its new files added
+  in a single overwrite, with any new columns added (by name) in the same transaction.
+- Every snapshot this store writes carries the load id in its summary, so completing a load a
+  second time (after a crash) finds it in the table's history and does nothing.
+- Types are Athena-readable: string, long, timestamptz (microseconds); format v2.
+
+AWS access goes through one boto3 session (the standard credential chain, refreshed on long runs)
+for Glue, and s3fs (the same chain, via aiobotocore) for the files. `AWS_ENDPOINT_URL`,
+`AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL_GLUE` are honoured; the region defaults to us-east-1,
+where the edX buckets live.
+"""
+
+import functools
+import itertools
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from functools import cached_property
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from botocore.config import Config
+from pyiceberg.catalog.glue import GlueCatalog
+from pyiceberg.exceptions import (
+    NamespaceAlreadyExistsError,
+    NoSuchIcebergTableError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
+
+from edxorg_s3_ingest.consolidation import LINEAGE
+from edxorg_s3_ingest.landing import (
+    ACCESS_DENIED,
+    BAD_CREDENTIALS,
+    CREDENTIALS_HINT,
+    NO_CREDENTIALS,
+    NO_SUCH_BUCKET,
+    aws_error_code,
+    endpoint_note,
+    explain_s3_error,
+    s3_endpoint,
+)
+from edxorg_s3_ingest.source import REJECTS_SCHEMA
+from edxorg_s3_ingest.tables import REJECTS_TABLE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGION = "us-east-1"
+# Snapshot summary keys that make every write idempotent (see `_applied`).
+LOAD_ID = "edxorg-s3-ingest.load-id"
+TABLE = "edxorg-s3-ingest.table"
+OPERATION = "edxorg-s3-ingest.operation"
+# Staged rows are written in chunks of about this many Arrow bytes: bounded memory for big loads.
+CHUNK_BYTES = 128 << 20
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    # Old metadata.json files are removed as new ones are committed.
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+    # The rejects table is shared by the 44 pipelines, which may commit at the same time.
+    "commit.retry.num-retries": "10",
+}
+S3_NEEDS = "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
+GLUE_NEEDS = (
+    "glue:GetDatabase, glue:CreateDatabase (first run only), glue:GetTable, glue:CreateTable "
+    "and glue:UpdateTable"
+)
+
+
+class LakeError(RuntimeError):
+    """The lake (S3 bucket or Glue database) cannot be used; the message says what to fix."""
+
+
+def iceberg_type(arrow_type: pa.DataType) -> IcebergType:
+    """Athena-readable types only: source columns are strings, lineage adds long and timestamptz."""
+    if pa.types.is_integer(arrow_type):
+        return LongType()
+    if pa.types.is_timestamp(arrow_type):
+        return TimestamptzType()
+    return StringType()
+
+
+def iceberg_schema(arrow_schema: pa.Schema) -> Schema:
+    return Schema(
+        *(
+            NestedField(number, field.name, iceberg_type(field.type), required=False)
+            for number, field in enumerate(arrow_schema, start=1)
+        )
+    )
+
+
+def identity_spec(schema: Schema, column: str) -> PartitionSpec:
+    source = schema.find_field(column)
+    return PartitionSpec(
+        PartitionField(source.field_id, 1000, IdentityTransform(), column), spec_id=0
+    )
+
+
+def _aws_environment() -> tuple:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.cache
+def _glue_catalog(_environment: tuple) -> GlueCatalog:
+    """One catalog per process and AWS environment (boto3 clients are costly to build)."""
+    session = boto3.Session()
+    region = session.region_name or DEFAULT_REGION
+    # A client from the session keeps botocore's refreshing credentials (IRSA, assumed roles)
+    # and picks AWS_ENDPOINT_URL_GLUE / AWS_ENDPOINT_URL up by itself.
+    glue = session.client(
+        "glue", region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 5})
+    )
+    properties = {
+        # s3fs rather than pyarrow's own S3 client: the same botocore credential chain as Glue.
+        "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
+        "s3.region": region,
+    }
+    if endpoint := s3_endpoint():
+        properties["s3.endpoint"] = endpoint
+    return GlueCatalog("edxorg_lake", client=glue, **properties)
+
+
+def glue_catalog() -> GlueCatalog:
+    return _glue_catalog(_aws_environment())
+
+
+class IcebergStore:
+    def __init__(self, lake_url: str, database: str) -> None:
+        self.lake_url = lake_url.rstrip("/")
+        self.database = database
+
+    @cached_property
+    def catalog(self) -> GlueCatalog:
+        return glue_catalog()
+
+    def uri(self, table_name: str) -> str:
+        return f"{self.lake_url}/{table_name}"
+
+    def preflight(self) -> None:
+        """Fails fast, before any file is read, when the lake cannot be reached: the Glue
+        database (missing is fine: it is created on first write) and the lake bucket."""
+        with self._explained("checking the lake"), suppress(NoSuchNamespaceError):
+            self.catalog.load_namespace_properties(self.database)
+        bucket, _, prefix = self.lake_url.removeprefix("s3://").partition("/")
+        try:
+            s3 = boto3.Session().client("s3", region_name=self.catalog.properties["s3.region"])
+            s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)
+        except Exception as error:
+            message = self._explain_s3(error, "checking the lake")
+            if message is None:
+                raise
+            raise LakeError(message) from error
+
+    # -- the TableStore protocol --------------------------------------------------------------
+
+    def replace_courses(
+        self, table_name: str, load_id: str, staged: list[Path], courses: dict
+    ) -> None:
+        marker = {LOAD_ID: load_id, OPERATION: "replace-courses"}
+        headers = [column for entry in courses.values() for column in entry["columns"]]
+        columns = _columns(staged, headers, LINEAGE)
+        with self._explained(f"replacing courses of {table_name}"):
+            table = self._table(table_name, columns, "_course_id")
+            if self._applied(table, marker, {OPERATION: "drop"}):
+                log.info("%s: load %s is already in the table", table_name, load_id)
+                return
+            with table.transaction() as transaction:
+                _add_columns(transaction, columns)
+                condition = _matching("_course_id", set(courses))
+                deleted = self._files(table, "_course_id", set(courses))
+                batches = self._checked(staged, set(courses), table_name)
+                self._commit(transaction, table, condition, deleted, batches, marker)
+
+    def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
+        marker = {LOAD_ID: load_id, TABLE: table, OPERATION: "append-rejects"}
+        columns = _columns(staged, [], REJECTS_SCHEMA)
+        with self._explained(f"appending the rejected rows of {table}"):
+            rejects = self._table(REJECTS_TABLE, columns, "table")
+            if self._applied(rejects, marker, {OPERATION: "drop-rejects", TABLE: table}):
+                log.info("%s: rejects of load %s are already in the table", table, load_id)
+                return
+            with rejects.transaction() as transaction:
+                _add_columns(transaction, columns)
+                self._commit(transaction, rejects, None, [], self._batches(staged), marker)
+
+    def drop(self, table_name: str) -> None:
+        """Empties the table and resets its columns to the lineage ones (full refresh).
+
+        The table itself stays (its Glue entry, grants and history): dropping it would break
+        readers. The drop snapshot also tells `_applied` that earlier loads no longer count.
+        """
+        with self._explained(f"emptying {table_name}"):
+            table = self._load(table_name)
+            if table is None:
+                return
+            with table.transaction() as transaction:
+                deleted = self._files(table)
+                marker = {OPERATION: "drop"}
+                self._commit(transaction, table, AlwaysTrue(), deleted, iter(()), marker)
+                keep = set(LINEAGE.names)
+                extra = [field.name for field in table.schema().fields if field.name not in keep]
+                if extra:
+                    with transaction.update_schema() as update:
+                        for name in extra:
+                            update.delete_column(name)
+
+    def drop_rejects(self, table: str) -> None:
+        with self._explained(f"deleting the rejected rows of {table}"):
+            rejects = self._load(REJECTS_TABLE)
+            if rejects is None:
+                return
+            condition = _matching("table", {table})
+            deleted = self._files(rejects, "table", {table})
+            if deleted:
+                marker = {OPERATION: "drop-rejects", TABLE: table}
+                with rejects.transaction() as transaction:
+                    self._commit(transaction, rejects, condition, deleted, iter(()), marker)
+
+    def row_count(self, table_name: str) -> int:
+        with self._explained(f"counting the rows of {table_name}"):
+            table = self._load(table_name)
+            snapshot = table.current_snapshot() if table else None
+            return int(snapshot.summary["total-records"] or 0) if snapshot else 0
+
+    # -- tables -------------------------------------------------------------------------------
+
+    def _load(self, table_name: str) -> Table | None:
+        try:
+            table = self.catalog.load_table((self.database, table_name))
+        except NoSuchIcebergTableError as error:
+            raise LakeError(
+                f"Glue table {self.database}.{table_name} exists but is not an Iceberg table: "
+                "drop or rename it, then run again."
+            ) from error
+        except NoSuchTableError:
+            return None
+        location = table.metadata.location.rstrip("/")
+        if location != self.uri(table_name):
+            raise LakeError(
+                f"Glue table {self.database}.{table_name} points to {location}, not "
+                f"{self.uri(table_name)}: this loader only writes under {self.lake_url}. Drop the "
+                "Glue entry (or fix its location), then run again with --full-refresh."
+            )
+        return table
+
+    def _table(self, table_name: str, columns: pa.Schema, partition_column: str) -> Table:
+        """The table, created (with its Glue database if need be) on first use."""
+        table = self._load(table_name)
+        if table is not None:
+            return table
+        schema = iceberg_schema(columns)
+        create = functools.partial(
+            self.catalog.create_table,
+            (self.database, table_name),
+            schema=schema,
+            location=self.uri(table_name),
+            partition_spec=identity_spec(schema, partition_column),
+            properties=TABLE_PROPERTIES,
+        )
+        try:
+            try:
+                # The metadata file is written before the Glue entry: a missing or denied lake
+                # bucket fails here, before anything (even the database) is created in Glue.
+                table = create()
+            except NoSuchNamespaceError:
+                self._create_database()
+                table = create()
+        except TableAlreadyExistsError:  # created by a concurrent run
+            return self._load(table_name)
+        log.info(
+            "created Iceberg table %s.%s at %s", self.database, table_name, self.uri(table_name)
+        )
+        return table
+
+    def _create_database(self) -> None:
+        try:
+            self.catalog.create_namespace(
+                self.database,
+                {"description": "Raw data lake tables (edxorg-s3-ingest among others)"},
+            )
+        except NamespaceAlreadyExistsError:
+            return
+        log.warning("Glue database %s did not exist: created it", self.database)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _applied(table: Table, marker: dict, reset: dict) -> bool:
+        """Whether a snapshot with `marker` is in the table's current history, and not undone
+        by a later one matching `reset` (a full refresh's drop)."""
+        for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+            summary = snapshot.summary
+            if summary is None:
+                continue
+            if all(summary[key] == value for key, value in marker.items()):
+                return True
+            if all(summary[key] == value for key, value in reset.items()):
+                return False
+        return False
+
+    @staticmethod
+    def _files(table: Table, column: str | None = None, values: set[str] = frozenset()) -> list:
+        """The data files holding exactly the rows where `column` is one of `values` (all files
+        when `column` is None).
+
+        The table must be partitioned by identity(column), as this store creates its tables:
+        then every file holds one value only, and files are dropped whole, never rewritten.
+        """
+        if table.current_snapshot() is None:
+            return []
+        if column is None:
+            return [task.file for task in table.scan().plan_files()]
+        files = [task.file for task in table.scan(_matching(column, values)).plan_files()]
+        fields = [(field.name, str(field.transform)) for field in table.spec().fields]
+        if fields != [(column, "identity")] or len(table.specs()) != 1:
+            raise LakeError(
+                f"{table.name()} is not partitioned by identity({column}) as this loader creates "
+                "its tables: replacing rows would need rewriting files. Drop the table and run "
+                "again with --full-refresh."
+            )
+        return [file for file in files if file.partition[0] in values]
+
+    @staticmethod
+    def _batches(staged: list[Path]) -> Iterator[pa.RecordBatch]:
+        for path in staged:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+
+    def _checked(self, staged: list[Path], courses: set[str], table_name: str) -> Iterator:
+        """The staged rows, refusing any of a course the manifest does not replace (it would
+        be appended to the course's old rows)."""
+        for batch in self._batches(staged):
+            strays = set(pc.unique(batch.column("_course_id")).to_pylist()) - courses
+            if strays:
+                raise RuntimeError(f"{table_name}: staged rows of {sorted(strays)} not in manifest")
+            yield batch
+
+    @staticmethod
+    def _commit(
+        transaction: Transaction,
+        table: Table,
+        condition: BooleanExpression | None,
+        deleted: list[DataFile],
+        batches: Iterator[pa.RecordBatch],
+        properties: dict,
+    ) -> None:
+        """One snapshot: `deleted` files (the rows matching `condition`) out, `batches` in,
+        written chunk by chunk. Nothing is committed when nothing changes.
+
+        Pure additions are a fast append, which never conflicts with concurrent appends (the
+        rejects table is shared); a replacement is an overwrite whose conflict check, should a
+        concurrent commit force a retry, is limited to `condition`.
+        """
+        metadata = transaction.table_metadata
+        arrow_schema = schema_to_pyarrow(metadata.schema(), include_field_ids=False)
+        chunks = _chunks((_conform(batch, arrow_schema) for batch in batches), arrow_schema)
+        first = next(chunks, None)
+        if first is None and not deleted:
+            return
+        update = transaction.update_snapshot(snapshot_properties=properties)
+        with update.overwrite() if deleted else update.fast_append() as snapshot:
+            if deleted:
+                snapshot.delete_by_predicate(condition)
+            for file in deleted:
+                snapshot.delete_data_file(file)
+            counter = itertools.count()
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
+                for file in _dataframe_to_data_files(
+                    transaction.table_metadata, chunk, table.io, snapshot.commit_uuid, counter
+                ):
+                    snapshot.append_data_file(file)
+
+    # -- errors -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _explained(self, doing: str) -> Iterator[None]:
+        """Turns AWS failures into a LakeError that names what to fix."""
+        try:
+            yield
+        except LakeError:
+            raise
+        except Exception as error:
+            message = self._explain(error)
+            if message is None:
+                raise
+            raise LakeError(f"{doing}: {message}") from error
+
+    def _explain(self, error: BaseException) -> str | None:
+        code = aws_error_code(error)
+        if code is None:
+            return None
+        if code == NO_CREDENTIALS:
+            return f"no AWS credentials found for the lake ({self.lake_url}): {CREDENTIALS_HINT}."
+        if _in_chain(error, OSError):  # s3fs reports the lake's files as OSErrors
+            return self._explain_s3(error, "using the lake")
+        glue = f"Glue database {self.database}{endpoint_note('GLUE')}"
+        if code in BAD_CREDENTIALS:
+            return (
+                f"AWS rejected the credentials ({code}) for {glue}: check AWS_PROFILE / "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (expired?)."
+            )
+        if code in ACCESS_DENIED:
+            return f"access denied ({code}) by {glue}: the AWS identity needs {GLUE_NEEDS}."
+        return None
+
+    def _explain_s3(self, error: BaseException, doing: str) -> str | None:
+        message = explain_s3_error(error, self.lake_url, doing, S3_NEEDS)
+        if message and aws_error_code(error) in NO_SUCH_BUCKET:
+            environment = self.database.removeprefix("ol_warehouse_").removesuffix("_raw")
+            message += f" It must exist before loading DAGSTER_ENVIRONMENT={environment}."
+        return message
+
+
+def _matching(column: str, values: set[str]) -> BooleanExpression:
+    return EqualTo(column, next(iter(values))) if len(values) == 1 else In(column, values)
+
+
+def _columns(staged: list[Path], headers: list[str], required: pa.Schema) -> pa.Schema:
+    """Every column of a load, by name, in file order: the staged files' columns, header-only
+    files' columns (strings), then any of `required` still missing."""
+    fields: dict[str, pa.Field] = {}
+    for path in staged:
+        for field in pq.read_schema(path):
+            fields.setdefault(field.name, field)
+    for name in headers:
+        fields.setdefault(name, pa.field(name, pa.string()))
+    for field in required:
+        fields.setdefault(field.name, field)
+    return pa.schema(list(fields.values()))
+
+
+def _add_columns(transaction: Transaction, columns: pa.Schema) -> None:
+    """Schema evolution by name: the load's columns the table does not have yet, at the end."""
+    known = set(transaction.table_metadata.schema().column_names)
+    new = [field for field in columns if field.name not in known]
+    if new:
+        with transaction.update_schema() as update:
+            for field in new:
+                update.add_column(field.name, iceberg_type(field.type))
+
+
+def _in_chain(error: BaseException | None, kind: type) -> bool:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch in the table's column order and types; columns it lacks are null."""
+    columns = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+        else:
+            columns.append(batch.column(index).cast(field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Tables of about CHUNK_BYTES each: pyiceberg writes a partitioned table from a pa.Table."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        size += batch.nbytes
+        if size >= CHUNK_BYTES:
+            yield pa.Table.from_batches(pending, schema)
+            pending, size = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending, schema)

@@ -1,0 +1,472 @@
+"""qa and production: Iceberg tables on S3, registered in Glue, against a real endpoint (moto).
+
+The CLI runs in a subprocess with `AWS_ENDPOINT_URL` pointing at the moto server; the tables are
+then found through Glue and read back with pyiceberg's own Glue catalog, independently of the
+project's store. Rows must equal SPEC §5's invariant after every step of a landing-zone history.
+"""
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from datetime import UTC
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.types import LongType, StringType, TimestamptzType
+
+from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
+
+from moto_server import (
+    BUCKET_URL,
+    LAKE_BUCKETS,
+    LANDING_BUCKET,
+    LANDING_PREFIX,
+    glue_tables,
+    landing_key,
+    moto,  # noqa: F401 - the module's moto server fixture
+    report_of,
+    run_loads,
+    upload,
+    upload_sample,
+)
+from oracle import canonical, unescape
+
+pytestmark = pytest.mark.slow
+QA_DATABASE = "ol_warehouse_qa_raw"
+TABLES = ["auth_user", "teams"]
+DEMO = "edX-DemoX-Demo_Course"
+FALL = "MITx-6.002x-2012_Fall"
+HANDMADE = "MITx-1.00x-2026_Spring"
+# A hand-made export: an escape, a NULL and one ragged line (line 3), which goes to the rejects.
+HANDMADE_TEAMS = (
+    b"id\tteam_id\tname\tcourse_id\n"
+    b"1\tt1\tAlpha\\tOne\tMITx/1.00x/2026_Spring\n"
+    b"2\tt2\tBeta\n"
+    b"3\tt3\tNULL\tMITx/1.00x/2026_Spring\n"
+)
+
+
+@pytest.fixture
+def lake(moto):  # noqa: F811
+    """A clean moto: the landing bucket and both lake buckets, no Glue database yet."""
+    moto.reset()
+    s3 = moto.client("s3")
+    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
+        s3.create_bucket(Bucket=bucket)
+    return moto
+
+
+# -- the oracle: a plain reading of the landing zone through boto3 ------------------------------
+
+
+def newest_exports(s3, table: str) -> dict[str, dict]:
+    """Per course, the newest non-empty prod file: greatest (LastModified, key) (SPEC §5)."""
+    prefix = f"{LANDING_PREFIX}/db_table/{table}/prod/"
+    objects = s3.list_objects_v2(Bucket=LANDING_BUCKET, Prefix=prefix).get("Contents", [])
+    newest: dict[str, dict] = {}
+    for item in objects:
+        course = item["Key"][len(prefix) :].split("/")[0]
+        current = newest.get(course)
+        if item["Size"] and (
+            current is None
+            or (item["LastModified"], item["Key"]) > (current["LastModified"], current["Key"])
+        ):
+            newest[course] = item
+    return newest
+
+
+def read_rows(content: bytes) -> list[dict]:
+    """oracle.read_export's reading, leaving ragged lines out (they are rejected, SPEC §6)."""
+    rows = list(csv.reader(io.StringIO(content.decode(), newline=""), delimiter="\t"))
+    header = rows[0]
+    return [
+        {name: None if value == "NULL" else unescape(value) for name, value in pairs}
+        for pairs in (zip(header, row, strict=True) for row in rows[1:] if len(row) == len(header))
+    ]
+
+
+def expected_rows(s3, table: str) -> list[dict]:
+    rows = []
+    for course, item in newest_exports(s3, table).items():
+        content = s3.get_object(Bucket=LANDING_BUCKET, Key=item["Key"])["Body"].read()
+        lineage = {
+            "_course_id": course,
+            "_dlt_file_path": f"s3://{LANDING_BUCKET}/{item['Key']}",
+            "_dlt_file_modified": item["LastModified"].astimezone(UTC),
+        }
+        rows += [{**row, **lineage} for row in read_rows(content)]
+    return rows
+
+
+def table_rows(catalog, database: str, name: str) -> list[dict]:
+    return catalog.load_table((database, name)).scan().to_arrow().to_pylist()
+
+
+def assert_rows_equal(actual: list[dict], expected: list[dict], modified: bool = True) -> None:
+    """Equal as multisets on the expected columns; `modified=False` leaves the file times out
+    (an unchanged file re-uploaded later is not re-read, so its rows keep the time they had)."""
+    columns = {name for row in expected for name in row}
+    if not modified:
+        columns.discard("_dlt_file_modified")
+    assert canonical(actual, keep=columns) == canonical(expected, keep=columns)
+
+
+# -- one landing-zone history, loaded step by step in qa ----------------------------------------
+
+
+@dataclass
+class Step:
+    report: dict
+    stderr: str
+    snapshots: dict[str, list[int]]
+    metadata: dict[str, str]
+    rows: dict[str, list[dict]]
+    expected: dict[str, list[dict]]
+    schemas: dict[str, object]
+
+    def new_snapshots(self, before: "Step", table: str) -> list[int]:
+        return [s for s in self.snapshots[table] if s not in before.snapshots.get(table, [])]
+
+
+def current_content(s3, table: str, course: str) -> tuple[str, bytes]:
+    key = newest_exports(s3, table)[course]["Key"]
+    return key, s3.get_object(Bucket=LANDING_BUCKET, Key=key)["Body"].read()
+
+
+def older_looking_export(table: str, course: str, than_key: str, content: bytes) -> bytes:
+    """Different content whose key sorts before `than_key`: should the two uploads share a
+    LastModified second, the current file still wins the SPEC §5 tie-break."""
+    for nonce in range(10_000):
+        candidate = content + f"999{nonce}".encode() + b"\t" * content.split(b"\n")[0].count(b"\t")
+        candidate += b"\n"
+        if landing_key(table, course, candidate) < than_key:
+            return candidate
+    raise AssertionError("no smaller key found")
+
+
+@pytest.fixture(scope="module")
+def history(moto, tmp_path_factory):  # noqa: F811
+    """Six runs of the CLI in qa: initial load, re-exports (one header-only), a late older
+    file, a new column, a no-op run, and a full refresh."""
+    moto.reset()
+    s3, glue, catalog = moto.client("s3"), moto.client("glue"), moto.catalog()
+    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
+        s3.create_bucket(Bucket=bucket)
+    pipelines = tmp_path_factory.mktemp("pipelines")
+    env = moto.env(DAGSTER_ENVIRONMENT="qa")
+    args = ("--tables", ",".join(TABLES), "--bucket-url", BUCKET_URL)
+    args += ("--pipelines-dir", str(pipelines))
+
+    def run(*extra: str) -> Step:
+        result = run_loads(env, *args, *extra)
+        report = report_of(result)
+        assert result.returncode == 0, result.stderr + result.stdout
+        metadata = glue_tables(glue, QA_DATABASE)
+        tables = {name: catalog.load_table((QA_DATABASE, name)) for name in metadata}
+        return Step(
+            report=report,
+            stderr=result.stderr,
+            snapshots={name: [s.snapshot_id for s in t.snapshots()] for name, t in tables.items()},
+            metadata=metadata,
+            rows={name: t.scan().to_arrow().to_pylist() for name, t in tables.items()},
+            expected={destination_table(table): expected_rows(s3, table) for table in TABLES},
+            schemas={name: t.schema() for name, t in tables.items()},
+        )
+
+    upload_sample(s3, TABLES)
+    upload(s3, "teams", HANDMADE, HANDMADE_TEAMS)
+    steps = {"initial": run()}
+
+    # A course re-exported with different content, and a header-only re-export.
+    _, content = current_content(s3, "auth_user", DEMO)
+    lines = content.split(b"\n")
+    upload(s3, "auth_user", DEMO, b"\n".join(lines[:2] + lines[3:]).replace(b"staff", b"STAFF"))
+    upload(s3, "teams", HANDMADE, HANDMADE_TEAMS.split(b"\n")[0] + b"\n")
+    steps["re-export"] = run()
+
+    # A late file, older than the course's current one (which is re-uploaded after it).
+    key, content = current_content(s3, "auth_user", FALL)
+    upload(s3, "auth_user", FALL, older_looking_export("auth_user", FALL, key, content))
+    s3.put_object(Bucket=LANDING_BUCKET, Key=key, Body=content)
+    steps["late"] = run()
+
+    # A re-export that brings a new column.
+    _, content = current_content(s3, "teams", DEMO)
+    header, *rows = content.rstrip(b"\n").split(b"\n")
+    widened = [header + b"\tnew_column"] + [
+        row + b"\tvalue " + b"%d" % n for n, row in enumerate(rows)
+    ]
+    upload(s3, "teams", DEMO, b"\n".join(widened) + b"\n")
+    steps["new column"] = run()
+
+    steps["no-op"] = run()
+    steps["full refresh"] = run("--full-refresh")
+    return steps
+
+
+def test_tables_are_registered_in_glue_as_iceberg_under_the_lake(history, moto):  # noqa: F811
+    step = history["initial"]
+    assert step.report["ok"] is True and step.report["environment"] == "qa"
+    tables = moto.client("glue").get_tables(DatabaseName=QA_DATABASE)["TableList"]
+    by_name = {table["Name"]: table for table in tables}
+    expected = {destination_table(table) for table in TABLES} | {REJECTS_TABLE}
+    assert set(by_name) == expected
+    for name, table in by_name.items():
+        assert table["Parameters"]["table_type"] == "ICEBERG"
+        location = f"s3://ol-data-lake-raw-qa/edxorg/{name}"
+        assert table["StorageDescriptor"]["Location"] == location
+        assert table["Parameters"]["metadata_location"].startswith(location + "/metadata/")
+    assert "Glue database ol_warehouse_qa_raw did not exist: created it" in step.stderr
+    for table in TABLES:
+        report = step.report["tables"][table]
+        assert (
+            report["destination"] == f"s3://ol-data-lake-raw-qa/edxorg/{destination_table(table)}"
+        )
+
+
+def test_format_v2_athena_types_and_course_partitions(history, moto):  # noqa: F811
+    table = moto.catalog().load_table((QA_DATABASE, destination_table("teams")))
+    assert table.metadata.format_version == 2
+    types = {field.name: field.field_type for field in table.schema().fields}
+    assert types["_source_line"] == LongType()
+    assert types["_dlt_file_modified"] == TimestamptzType()
+    assert all(
+        types[name] == StringType()
+        for name in types
+        if name not in {"_source_line", "_dlt_file_modified"}
+    )
+    assert [(field.name, str(field.transform)) for field in table.spec().fields] == [
+        ("_course_id", "identity")
+    ]
+
+
+@pytest.mark.parametrize(
+    "step", ["initial", "re-export", "late", "new column", "no-op", "full refresh"]
+)
+@pytest.mark.parametrize("table", TABLES)
+def test_rows_equal_the_newest_export_of_every_course(history, step, table):
+    name = destination_table(table)
+    assert history[step].expected[name]
+    modified = step in ("initial", "full refresh")  # every newest file was just read
+    assert_rows_equal(history[step].rows[name], history[step].expected[name], modified)
+
+
+def test_source_lines_and_load_ids(history):
+    rows = history["initial"].rows[destination_table("auth_user")]
+    lines = sorted((row["_course_id"], row["_source_line"]) for row in rows)
+    assert lines == [(course, line) for course in (FALL, DEMO) for line in range(2, 6)]
+    load_id = history["initial"].report["tables"]["auth_user"]["load_id"]
+    assert {row["_dlt_load_id"] for row in rows} == {load_id}
+
+
+def test_ragged_line_goes_to_the_rejects_table(history):
+    rejects = history["initial"].rows[REJECTS_TABLE]
+    assert [(r["table"], r["_course_id"], r["_source_line"], r["raw_line"]) for r in rejects] == [
+        ("teams", HANDMADE, 3, "2\tt2\tBeta")
+    ]
+    assert history["initial"].report["tables"]["teams"]["rows_rejected"] == 1
+
+
+def test_initial_load_is_one_snapshot_per_table(history):
+    for name, snapshots in history["initial"].snapshots.items():
+        assert len(snapshots) == 1, name
+
+
+def test_re_export_replaces_the_course_in_one_snapshot(history):
+    before, after = history["initial"], history["re-export"]
+    for table in TABLES:
+        name = destination_table(table)
+        assert len(after.new_snapshots(before, name)) == 1
+        assert after.report["tables"][table]["courses_replaced"] == 1
+    demo = [r for r in after.rows[destination_table("auth_user")] if r["_course_id"] == DEMO]
+    assert len(demo) == 3 and any(r["username"] == "STAFF" for r in demo)
+    # The header-only re-export empties its course and leaves the others alone.
+    teams = after.rows[destination_table("teams")]
+    assert {row["_course_id"] for row in teams} == {DEMO, FALL}
+    assert after.new_snapshots(before, REJECTS_TABLE) == []
+
+
+def test_late_older_file_changes_nothing(history):
+    before, after = history["re-export"], history["late"]
+    assert after.snapshots == before.snapshots
+    assert after.metadata == before.metadata
+    report = after.report["tables"]["auth_user"]
+    assert report["status"] == "unchanged" and report["files_loaded"] == 0
+
+
+def test_new_column_evolves_the_schema(history):
+    before, after = history["late"], history["new column"]
+    name = destination_table("teams")
+    assert "new_column" not in before.schemas[name].column_names
+    assert after.schemas[name].find_field("new_column").field_type == StringType()
+    assert len(after.new_snapshots(before, name)) == 1
+    values = {row["_course_id"]: row["new_column"] for row in after.rows[name]}
+    assert values[FALL] is None and values[DEMO].startswith("value ")
+    assert after.new_snapshots(before, destination_table("auth_user")) == []
+
+
+def test_no_op_run_adds_no_snapshot(history):
+    before, after = history["new column"], history["no-op"]
+    assert after.snapshots == before.snapshots
+    assert after.metadata == before.metadata
+    assert all(report["status"] == "unchanged" for report in after.report["tables"].values())
+
+
+def test_full_refresh_rebuilds_the_tables_in_place(history):
+    before, after = history["no-op"], history["full refresh"]
+    assert set(after.metadata) == set(before.metadata)  # same Glue tables, same locations
+    for table in TABLES:
+        name = destination_table(table)
+        # The drop, then the reload: the table's history is kept.
+        assert len(after.new_snapshots(before, name)) == 2
+        assert set(before.snapshots[name]) < set(after.snapshots[name])
+    # Every course with a prod export, the emptied (header-only) one included.
+    courses = {
+        table: report["courses_replaced"] for table, report in after.report["tables"].items()
+    }
+    assert courses == {"auth_user": 2, "teams": 3}
+    # The rejected line's file is no longer the newest of its course: its reject is gone.
+    assert after.rows[REJECTS_TABLE] == []
+
+
+# -- production, Dagster, and the store's own guarantees ----------------------------------------
+
+
+def test_production_uses_its_bucket_and_database(lake, tmp_path):
+    s3 = lake.client("s3")
+    upload_sample(s3, ["teams"])
+    result = run_loads(
+        lake.env(DAGSTER_ENVIRONMENT="production"),
+        "--tables",
+        "teams",
+        "--bucket-url",
+        BUCKET_URL,
+        "--pipelines-dir",
+        str(tmp_path / "pipelines"),
+    )
+    assert result.returncode == 0, result.stderr
+    name = destination_table("teams")
+    assert set(glue_tables(lake.client("glue"), "ol_warehouse_production_raw")) == {name}
+    assert glue_tables(lake.client("glue"), QA_DATABASE) == {}
+    table = lake.catalog().load_table(("ol_warehouse_production_raw", name))
+    assert table.metadata.location == f"s3://ol-data-lake-raw-production/edxorg/{name}"
+    assert_rows_equal(table.scan().to_arrow().to_pylist(), expected_rows(s3, "teams"))
+
+
+@pytest.fixture
+def aws_env(lake, monkeypatch):
+    """This process pointed at the moto server, as the CLI subprocesses are."""
+    env = lake.env(DAGSTER_ENVIRONMENT="qa")
+    for key in os.environ:
+        if key.startswith("AWS_") and key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
+            monkeypatch.setenv(key, value)
+    return lake
+
+
+def test_dagster_materialization_in_qa(aws_env, tmp_path, monkeypatch):
+    s3 = aws_env.client("s3")
+    upload_sample(s3, ["teams"])
+    monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", BUCKET_URL)
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    from edxorg_s3_ingest.definitions import defs
+
+    definitions = defs()
+    key = dg.AssetKey(["edxorg", "tables", "teams"])
+    job = definitions.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[key], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["rows_loaded"].value == 8
+    name = destination_table("teams")
+    assert metadata["destination"].value == f"s3://ol-data-lake-raw-qa/edxorg/{name}"
+    rows = table_rows(aws_env.catalog(), QA_DATABASE, name)
+    assert_rows_equal(rows, expected_rows(s3, "teams"))
+
+
+def staged_file(path, course: str, load_id: str, values: list[str]):
+    """A normalized Parquet file as dlt hands it to the destination."""
+    count = len(values)
+    table = pa.table(
+        {
+            "name": pa.array(values, pa.string()),
+            "_source_line": pa.array(range(2, count + 2), pa.int64()),
+            "_course_id": pa.array([course] * count, pa.string()),
+            "_dlt_file_path": pa.array([f"s3://l/{course}/x.tsv"] * count, pa.string()),
+            "_dlt_file_modified": pa.array([0] * count, pa.timestamp("us", tz="UTC")),
+            "_dlt_load_id": pa.array([load_id] * count, pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_store_writes_are_idempotent_per_load(aws_env, tmp_path):
+    from edxorg_s3_ingest.iceberg_store import IcebergStore
+
+    store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
+    name = destination_table("teams")
+    courses = {"c1": {"columns": ["name"]}, "c2": {"columns": ["name"]}}
+    first = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a", "b"])]
+    first.append(staged_file(tmp_path / "2.parquet", "c2", "L1", ["c"]))
+    for _ in range(2):  # completing the same load again (after a crash) changes nothing
+        store.replace_courses(name, "L1", first, courses)
+    table = aws_env.catalog().load_table((QA_DATABASE, name))
+    assert len(table.snapshots()) == 1 and store.row_count(name) == 3
+
+    rejects = [tmp_path / "r.parquet"]
+    pq.write_table(pa.table({"table": ["teams"], "reason": ["ragged_line"]}), rejects[0])
+    for _ in range(2):
+        store.append_rejects("teams", "L1", rejects)
+    assert store.row_count(REJECTS_TABLE) == 1
+
+    # A full refresh (drop, then load L2) completed twice: the second drop empties the table,
+    # and L2 is loaded again rather than taken as done.
+    second = [staged_file(tmp_path / "3.parquet", "c1", "L2", ["z"])]
+    for _ in range(2):
+        store.drop(name)
+        store.replace_courses(name, "L2", second, {"c1": {"columns": ["name"]}})
+        store.drop_rejects("teams")
+        store.append_rejects("teams", "L2", rejects)
+    rows = table_rows(aws_env.catalog(), QA_DATABASE, name)
+    assert [(row["_course_id"], row["name"]) for row in rows] == [("c1", "z")]
+    assert store.row_count(REJECTS_TABLE) == 1
+
+
+def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, monkeypatch):
+    from edxorg_s3_ingest import iceberg_store
+
+    monkeypatch.setattr(iceberg_store, "CHUNK_BYTES", 1)  # every batch is a chunk of its own
+    store = iceberg_store.IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
+    staged = [
+        staged_file(tmp_path / f"{n}.parquet", "c1", "L1", [f"row {n}.{i}" for i in range(3)])
+        for n in range(4)
+    ]
+    name = destination_table("teams")
+    store.replace_courses(name, "L1", staged, {"c1": {"columns": ["name"]}})
+    table = aws_env.catalog().load_table((QA_DATABASE, name))
+    assert len(table.snapshots()) == 1
+    assert len(table.inspect.files()) == 4 and store.row_count(name) == 12
+
+
+def test_glue_table_elsewhere_is_a_clear_error(aws_env, tmp_path):
+    from edxorg_s3_ingest.iceberg_store import IcebergStore, LakeError
+
+    catalog = aws_env.catalog()
+    catalog.create_namespace(QA_DATABASE)
+    name = destination_table("teams")
+    catalog.create_table(
+        (QA_DATABASE, name),
+        schema=pa.schema([("id", pa.string())]),
+        location="s3://ol-data-lake-raw-qa/elsewhere/teams",
+    )
+    store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
+    staged = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a"])]
+    with pytest.raises(LakeError, match="points to s3://ol-data-lake-raw-qa/elsewhere/teams"):
+        store.replace_courses(name, "L1", staged, {"c1": {"columns": ["name"]}})
