@@ -111,15 +111,12 @@ def test_list_tables():
     assert result.stdout.split() == list(TABLES)
 
 
+def folders(tmp_path) -> tuple[str, ...]:
+    return ("--data-dir", str(tmp_path / "d"), "--pipelines-dir", str(tmp_path / "p"))
+
+
 def test_human_summary_names_every_table(tmp_path):
-    result = run_cli(
-        "--tables",
-        "auth_user,teams",
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--pipelines-dir",
-        str(tmp_path / "p"),
-    )
+    result = run_cli("--tables", "auth_user,teams", *folders(tmp_path))
     assert "auth_user" in result.stdout and "teams" in result.stdout
     assert "2 of 2 table(s) ok (dev environment)" in result.stdout
 
@@ -142,15 +139,7 @@ def test_no_prod_files_anywhere_names_the_bucket(tmp_path):
     (empty / "db_table" / "auth_user" / "edge" / "c1").mkdir(parents=True)
     (empty / "db_table" / "auth_user" / "edge" / "c1" / "x.tsv").write_text("id\n1\n")
     result = run_cli(
-        "--bucket-url",
-        str(empty),
-        "--tables",
-        "auth_user,teams",
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--pipelines-dir",
-        str(tmp_path / "p"),
-        check=False,
+        "--bucket-url", str(empty), "--tables", "auth_user,teams", *folders(tmp_path), check=False
     )
     assert result.returncode == 1
     assert f"no prod files for any of the 2 requested table(s) under {empty}" in result.stderr
@@ -163,10 +152,7 @@ def test_bucket_url_from_environment_variable(tmp_path):
     report = run_json(
         "--tables",
         "teams",
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--pipelines-dir",
-        str(tmp_path / "p"),
+        *folders(tmp_path),
         env={"SOURCES__EDXORG_S3__BUCKET_URL": str(tmp_path / "landing")},
     )
     assert report["tables"]["teams"]["rows_loaded"] == 1

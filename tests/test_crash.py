@@ -28,7 +28,7 @@ import pytest
 
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
-from conftest import REPO, run_json
+from conftest import REPO, run_cli, run_json
 from landing import Landing
 from oracle import canonical, table_rows
 
@@ -418,14 +418,7 @@ def test_run_fails_cleanly_while_another_holds_the_table(loaded, tmp_path):
         holder.truncate(0)
         holder.write("4242")
         holder.flush()
-        result = subprocess.run(
-            [sys.executable, "-m", "edxorg_s3_ingest.loads", *case.args()],
-            cwd=REPO,
-            env={**os.environ, **FAST},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_cli(*case.args(), check=False)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)["tables"][TABLE]
     assert report["status"] == "failed"
@@ -478,14 +471,7 @@ def test_two_overlapping_runs_of_a_table(loaded, tmp_path):
     )
     try:
         assert read_line(str(fifos / "paused"), first) == str(first.pid)
-        second = subprocess.run(
-            [sys.executable, "-m", "edxorg_s3_ingest.loads", *case.args()],
-            cwd=REPO,
-            env={**os.environ, **FAST},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = run_cli(*case.args(), check=False)
         with open(fifos / "resume", "w") as resume:
             resume.write("go\n")
         out, err = first.communicate(timeout=300)
