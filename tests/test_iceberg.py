@@ -369,7 +369,9 @@ def aws_env(lake, monkeypatch):
     return lake
 
 
-def test_dagster_materialization_in_qa(aws_env, tmp_path, monkeypatch):
+@pytest.mark.parametrize("environment", ["qa", "production"])
+def test_dagster_materialization(environment, aws_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_ENVIRONMENT", environment)
     s3 = aws_env.client("s3")
     upload_sample(s3, ["teams"])
     monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", BUCKET_URL)
@@ -385,9 +387,39 @@ def test_dagster_materialization_in_qa(aws_env, tmp_path, monkeypatch):
     metadata = event.materialization.metadata
     assert metadata["rows_loaded"].value == 8
     name = destination_table("teams")
-    assert metadata["destination"].value == f"s3://ol-data-lake-raw-qa/edxorg/{name}"
-    rows = table_rows(aws_env.catalog(), QA_DATABASE, name)
+    assert metadata["destination"].value == f"s3://ol-data-lake-raw-{environment}/edxorg/{name}"
+    rows = table_rows(aws_env.catalog(), f"ol_warehouse_{environment}_raw", name)
     assert_rows_equal(rows, expected_rows(s3, "teams"))
+    assert metadata["dagster/row_count"].value == len(rows) == 8
+
+
+def test_landing_zone_sensor_on_s3(aws_env, tmp_path, monkeypatch):
+    """The optional sensor over the S3 landing zone: new prod files request their table only."""
+    s3 = aws_env.client("s3")
+    upload_sample(s3, ["teams", "auth_user"])
+    monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", BUCKET_URL)
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    from edxorg_s3_ingest.definitions import defs
+    from edxorg_s3_ingest.runner import load_table
+    from edxorg_s3_ingest.sensor import TABLE_TAG
+    from edxorg_s3_ingest.settings import Settings
+
+    definitions = defs()
+    sensor = definitions.resolve_sensor_def("edxorg_landing_zone_sensor")
+
+    def requested(instance) -> list[str]:
+        context = dg.build_sensor_context(instance=instance, definitions=definitions)
+        return sorted(request.tags[TABLE_TAG] for request in sensor(context) or [])
+
+    with dg.instance_for_test() as instance:
+        assert requested(instance) == ["auth_user", "teams"]
+        for table in ("auth_user", "teams"):
+            assert load_table(table, Settings.resolve()).status == "loaded"
+        assert requested(instance) == []
+        upload(s3, "auth_user", DEMO, b"id\n99\n", system="edge")
+        assert requested(instance) == []
+        upload(s3, "teams", HANDMADE, HANDMADE_TEAMS)
+        assert requested(instance) == ["teams"]
 
 
 def staged_file(path, course: str, load_id: str, values: list[str]):
