@@ -1,4 +1,6 @@
-"""`edxorg-s3-ingest`: load edX table exports from the landing zone into consolidated tables."""
+"""Load edX.org table exports (TSV) from the landing zone into one consolidated table per edX
+table: each course's newest prod export, nothing else (Parquet in dev, Iceberg + Glue in qa and
+production)."""
 
 import argparse
 import json
@@ -15,8 +17,12 @@ environment:
   AWS credentials come from the standard boto3 chain (env, profile, IRSA); endpoints from
   AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_GLUE.
 
-exit status: 0 when every table loaded (or was unchanged, or had no prod files), 1 when a table
-failed, 2 for a usage or configuration error.
+  Settings also come from .dlt/config.toml or SOURCES__EDXORG_S3__BUCKET_URL,
+  EDXORG_S3_INGEST__DATA_DIR and EDXORG_S3_INGEST__PIPELINES_DIR (a flag wins).
+
+exit status: 0 when every table loaded (or was unchanged, or had no prod files); 1 when a table
+failed, or when no requested table has any prod file (wrong bucket or prefix?); 2 for a usage or
+configuration error.
 """
 
 
