@@ -1,0 +1,382 @@
+"""Times this project against the original design and DuckDB on the same prod files.
+
+    uv run python -m benchmarks.run --set smoke|medium|small-files|many-files
+        [--json OUT.json] [--repeat N] [--data-dir DIR] [--keep]
+
+In one run, each in a child process of its own, on the prod files of the set (generated first
+by benchmarks/generate.py if missing; the files are read once beforehand so that every approach
+finds them in the page cache):
+
+1. project   `python -m edxorg_s3_ingest.loads --bucket-url … --tables … --json` (dev: Parquet)
+2. original  benchmarks/original.py: dlt filesystem source → pandas chunks → per-row dicts → dlt
+             `filesystem` destination, Parquet (the design of SPEC §9)
+3. duckdb    benchmarks/duckdb_copy.py: `COPY (SELECT * FROM read_csv(…)) TO … (FORMAT parquet)`
+4. no-op     the project's CLI again on the same state: nothing new to load
+5. baseline  a bare process start + the same listing (fsspec `find` per table prefix): the
+             least any no-op run can do
+
+For each: wall seconds, CPU seconds (user + sys of the child, from `wait4`), the child's peak
+RSS, MB/s (MB = prod input bytes, 10^6) and rows/s. The row counts of the project, the original
+and DuckDB (each counted from its Parquet output) must equal the rows the generator wrote, or
+the run fails. With `--repeat N` every approach runs N times and the median wall time is kept
+(with its CPU and the largest peak RSS). Results: a table on stdout and JSON (default
+benchmarks/results/<set>.json; benchmarks/output/smoke.json for the smoke set).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import generate
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUTPUT = HERE / "output"
+RESULTS = HERE / "results"
+TABLES = generate.TABLES
+MB = 1_000_000
+
+# Targets of issue 7, checked and written into the JSON (never asserted: timing is not a test).
+TARGET_SPEEDUP_VS_ORIGINAL = 20.0
+TARGET_WALL_VS_DUCKDB = 1.3
+TARGET_WALL_VS_DUCKDB_SMALL_FILES = 2.0
+TARGET_PEAK_RSS_MB = 600.0
+TARGET_NOOP_VS_BASELINE = 1.5
+
+BARE_LISTING = """
+import sys
+from fsspec.core import url_to_fs
+files = 0
+for table in sys.argv[2].split(","):
+    prefix = f"{sys.argv[1].rstrip('/')}/db_table/{table}/prod"
+    fs, root = url_to_fs(prefix)
+    files += sum(1 for path in fs.find(root, detail=True) if path.endswith(".tsv"))
+print(files)
+"""
+
+
+def child_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SOURCES__"))}
+    # dlt's anonymous telemetry would time network calls: off for both dlt pipelines.
+    env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def measure(name: str, command: list[str], logs: Path) -> dict:
+    """Runs one child to completion: wall, CPU and peak RSS of that child alone (wait4)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / f"{name}.stdout", logs / f"{name}.stderr"
+    load_before = os.getloadavg()[0]
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(
+            f"{name} failed (exit {child.returncode}): {' '.join(command)}\n"
+            f"{err_path.read_text()[-3000:]}"
+        )
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "user_s": round(usage.ru_utime, 3),
+        "sys_s": round(usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+        "load_1min_before": round(load_before, 2),
+        "stdout": out_path.read_text(),
+    }
+
+
+def parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq  # only in the row-counting child: see count_rows
+
+    paths = [folder] if folder.is_file() else folder.rglob("*.parquet")
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
+def count_rows(work: Path) -> dict:
+    """Rows in each approach's Parquet output, per table."""
+    rows: dict = {"project": {}, "original": {}, "duckdb": {}}
+    for table in TABLES:
+        name = f"raw__edxorg__s3__tables__{table}"
+        rows["project"][table] = parquet_rows(work / "project" / "data" / name)
+        rows["original"][table] = parquet_rows(
+            work / "original" / "data" / "edxorg_s3_local" / name
+        )
+        rows["duckdb"][table] = parquet_rows(work / "duckdb" / f"{table}.parquet")
+    return rows
+
+
+def warm_cache(root: Path, files: list[dict]) -> None:
+    for entry in files:
+        with (root / entry["path"]).open("rb") as stream:
+            while stream.read(8 << 20):
+                pass
+
+
+def run_once(root: Path, work: Path, tables: str) -> dict:
+    """One measurement of every approach; fresh output folders."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    logs = work / "logs"
+    py = sys.executable
+    project_args = [
+        "--bucket-url",
+        str(root),
+        "--data-dir",
+        str(work / "project" / "data"),
+        "--pipelines-dir",
+        str(work / "project" / "pipelines"),
+        "--tables",
+        tables,
+        "--json",
+    ]
+    cli = [py, "-m", "edxorg_s3_ingest.loads", *project_args]
+    runs = {"project": measure("project", cli, logs)}
+    runs["noop"] = measure("noop", cli, logs)
+    runs["original"] = measure(
+        "original",
+        [
+            py,
+            "-m",
+            "benchmarks.original",
+            "--bucket-url",
+            str(root),
+            "--out",
+            str(work / "original" / "data"),
+            "--pipelines-dir",
+            str(work / "original" / "pipelines"),
+            "--tables",
+            tables,
+        ],
+        logs,
+    )
+    runs["duckdb"] = measure(
+        "duckdb",
+        [
+            py,
+            "-m",
+            "benchmarks.duckdb_copy",
+            "--bucket-url",
+            str(root),
+            "--out",
+            str(work / "duckdb"),
+            "--tables",
+            tables,
+        ],
+        logs,
+    )
+    runs["baseline"] = measure("baseline", [py, "-c", BARE_LISTING, str(root), tables], logs)
+    runs["process_start"] = measure("process_start", [py, "-c", "pass"], logs)
+
+    # Rows, each counted from the approach's own output.
+    project_report = json.loads(runs["project"]["stdout"])
+    noop_report = json.loads(runs["noop"]["stdout"])
+    # Counted in a child: the parent stays small, since a child's peak RSS (wait4) includes
+    # the parent's pages it was forked with.
+    counted = subprocess.run(
+        [py, "-m", "benchmarks.run", "--count-rows", str(work)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = json.loads(counted.stdout)
+    rows["project_report"] = {t: project_report["tables"][t]["rows_loaded"] for t in TABLES}
+    noop_loaded = noop_report["totals"]["files_loaded"]
+    if noop_loaded or not noop_report["ok"]:
+        raise SystemExit(f"the no-op re-run loaded {noop_loaded} files (ok={noop_report['ok']})")
+    listed = int(runs["baseline"]["stdout"])
+    for result in runs.values():
+        result.pop("stdout")
+    return {"runs": runs, "rows": rows, "listed_files": listed}
+
+
+def median_run(samples: list[dict]) -> dict:
+    """The sample with the median wall time, with the largest peak RSS of all samples."""
+    ordered = sorted(samples, key=lambda s: s["wall_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples)
+    chosen["wall_s_all"] = [s["wall_s"] for s in samples]
+    return chosen
+
+
+def summarize(set_name: str, root: Path, files: list[dict], measurements: list[dict]) -> dict:
+    prod_bytes = sum(f["bytes"] for f in files)
+    expected = {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
+    for measurement in measurements:
+        for approach, counts in measurement["rows"].items():
+            if counts != expected:
+                raise SystemExit(
+                    f"row counts differ: {approach} {counts} != generated {expected}; "
+                    f"all: {measurement['rows']}"
+                )
+        if measurement["listed_files"] != len(files):
+            raise SystemExit(f"listed {measurement['listed_files']} files, {len(files)} written")
+    total_rows = sum(expected.values())
+    approaches = {}
+    for name in measurements[0]["runs"]:
+        result = median_run([m["runs"][name] for m in measurements])
+        if name in ("project", "original", "duckdb"):
+            result["mb_per_s"] = round(prod_bytes / MB / result["wall_s"], 1)
+            result["rows_per_s"] = round(total_rows / result["wall_s"])
+            result["rows"] = sum(measurements[0]["rows"][name].values())
+        approaches[name] = result
+    wall = {name: result["wall_s"] for name, result in approaches.items()}
+    ratios = {
+        "project_over_original_wall": round(wall["project"] / wall["original"], 4),
+        "speedup_vs_original": round(wall["original"] / wall["project"], 2),
+        "project_over_duckdb_wall": round(wall["project"] / wall["duckdb"], 3),
+        "project_over_duckdb_cpu": round(
+            approaches["project"]["cpu_s"] / approaches["duckdb"]["cpu_s"], 3
+        ),
+        "noop_over_baseline_wall": round(wall["noop"] / wall["baseline"], 2),
+    }
+    duckdb_target = (
+        TARGET_WALL_VS_DUCKDB_SMALL_FILES if "files" in set_name else TARGET_WALL_VS_DUCKDB
+    )
+    targets = {
+        "speedup_vs_original": {
+            "target": f">= {TARGET_SPEEDUP_VS_ORIGINAL}",
+            "met": ratios["speedup_vs_original"] >= TARGET_SPEEDUP_VS_ORIGINAL,
+        },
+        "project_over_duckdb_wall": {
+            "target": f"<= {duckdb_target}",
+            "met": ratios["project_over_duckdb_wall"] <= duckdb_target,
+        },
+        "project_peak_rss_mb": {
+            "target": f"<= {TARGET_PEAK_RSS_MB}",
+            "met": approaches["project"]["peak_rss_mb"] <= TARGET_PEAK_RSS_MB,
+        },
+        "noop_over_baseline_wall": {
+            "target": f"<= {TARGET_NOOP_VS_BASELINE}",
+            "met": ratios["noop_over_baseline_wall"] <= TARGET_NOOP_VS_BASELINE,
+        },
+    }
+    return {
+        "set": set_name,
+        "landing_zone": _shown(root),
+        "input": {
+            "prod_files": len(files),
+            "prod_bytes": prod_bytes,
+            "prod_mb": round(prod_bytes / MB, 1),
+            "rows": total_rows,
+            "rows_per_table": expected,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_1min_at_start": [m.get("load_at_start") for m in measurements],
+        },
+        "repeat": len(measurements),
+        "rows_equal": True,
+        "rows": measurements[0]["rows"],
+        "approaches": approaches,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+LABELS = {
+    "project": "project CLI",
+    "original": "original (pandas→dicts→dlt)",
+    "duckdb": "DuckDB COPY",
+    "noop": "project no-op re-run",
+    "baseline": "bare start + listing",
+    "process_start": "bare process start",
+}
+
+
+def table(result: dict) -> str:
+    head = (
+        f"{'approach':30} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'MB/s':>7} {'rows/s':>10}"
+        f" {'load':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for name, r in result["approaches"].items():
+        mbs = f"{r['mb_per_s']:7.1f}" if "mb_per_s" in r else f"{'':7}"
+        rps = f"{r['rows_per_s']:10,}" if "rows_per_s" in r else f"{'':10}"
+        lines.append(
+            f"{LABELS[name]:30} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mb']:8.0f}"
+            f" {mbs} {rps} {r['load_1min_before']:5.2f}"
+        )
+    i = result["input"]
+    ratios = result["ratios"]
+    lines.append(
+        f"input: {i['prod_files']} prod files, {i['prod_mb']} MB, {i['rows']:,} rows "
+        f"(equal in all three outputs); repeat {result['repeat']}"
+    )
+    lines.append(
+        f"project/original wall {ratios['project_over_original_wall']:.3f} "
+        f"(speed-up {ratios['speedup_vs_original']}x), "
+        f"project/DuckDB wall {ratios['project_over_duckdb_wall']:.2f} "
+        f"(CPU {ratios['project_over_duckdb_cpu']:.2f}), "
+        f"no-op/baseline wall {ratios['noop_over_baseline_wall']:.2f}"
+    )
+    lines.append(
+        "targets: "
+        + ", ".join(
+            f"{name} {t['target']}: {'met' if t['met'] else 'NOT met'}"
+            for name, t in result["targets"].items()
+        )
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", choices=sorted(generate.SETS))
+    parser.add_argument("--json", type=Path, help="where the results go")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, default=generate.DEFAULT_DIR)
+    parser.add_argument("--work-dir", type=Path, help="default benchmarks/output/<set>")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs of the last run")
+    parser.add_argument("--count-rows", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.count_rows:
+        print(json.dumps(count_rows(args.count_rows)))
+        return
+    if not args.set:
+        parser.error("--set is required")
+    root = generate.ensure(args.set, args.data_dir)
+    files = generate.prod_files(root)
+    warm_cache(root, files)
+    work = args.work_dir or OUTPUT / args.set
+    measurements = []
+    for _ in range(args.repeat):
+        load = os.getloadavg()[0]
+        measurement = run_once(root, work, ",".join(TABLES))
+        measurement["load_at_start"] = round(load, 2)
+        measurements.append(measurement)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    result = summarize(args.set, root, files, measurements)
+    print(table(result))
+    target = args.json or (
+        OUTPUT / "smoke.json" if args.set == "smoke" else RESULTS / f"{args.set}.json"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {target}")
+
+
+if __name__ == "__main__":
+    main()

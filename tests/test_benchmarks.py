@@ -1,0 +1,51 @@
+"""The benchmark harness on its smoke set: every approach runs and reads the same rows.
+
+Timing is never asserted here (CI machines vary); benchmarks/README.md has the measurements.
+"""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+APPROACHES = ("project", "original", "duckdb", "noop", "baseline", "process_start")
+RATIOS = (
+    "project_over_original_wall",
+    "speedup_vs_original",
+    "project_over_duckdb_wall",
+    "noop_over_baseline_wall",
+)
+
+
+def test_smoke_set_rows_equal_in_all_approaches(tmp_path):
+    out = tmp_path / "smoke.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--set", "smoke", "--json", str(out)]
+    command += ["--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    generated = report["input"]["rows_per_table"]
+    assert sum(generated.values()) == report["input"]["rows"] > 5_000
+    assert rows["project"] == rows["original"] == rows["duckdb"] == generated
+    assert rows["project_report"] == generated
+    assert report["rows_equal"] is True
+    assert set(report["approaches"]) == set(APPROACHES)
+    for name in APPROACHES:
+        measured = report["approaches"][name]
+        assert measured["wall_s"] > 0 and measured["peak_rss_mb"] > 0 and "cpu_s" in measured
+    for name in ("project", "original", "duckdb"):
+        assert report["approaches"][name]["mb_per_s"] > 0
+        assert report["approaches"][name]["rows_per_s"] > 0
+    for ratio in RATIOS:
+        assert report["ratios"][ratio] > 0
+    assert set(report["targets"]) == {
+        "speedup_vs_original",
+        "project_over_duckdb_wall",
+        "project_peak_rss_mb",
+        "noop_over_baseline_wall",
+    }
+    # The table is printed for people.
+    assert "DuckDB COPY" in result.stdout and "original" in result.stdout
