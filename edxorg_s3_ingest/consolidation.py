@@ -40,6 +40,10 @@ class TableStore(Protocol):
 
     def uri(self, table_name: str) -> str: ...
 
+    def preflight(self) -> None:
+        """Fails fast, with a message naming what to fix, when the store cannot be written;
+        called before any landing-zone file is read."""
+
     def replace_courses(
         self, table_name: str, load_id: str, staged: list[Path], courses: dict
     ) -> None:

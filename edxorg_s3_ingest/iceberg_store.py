@@ -38,8 +38,8 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -49,6 +49,7 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
 
 from edxorg_s3_ingest.consolidation import LINEAGE
+from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.landing import (
     ACCESS_DENIED,
     BAD_CREDENTIALS,
@@ -58,7 +59,10 @@ from edxorg_s3_ingest.landing import (
     aws_error_code,
     endpoint_note,
     explain_s3_error,
+    redact,
+    s3_client,
     s3_endpoint,
+    safe_cause,
 )
 from edxorg_s3_ingest.source import REJECTS_SCHEMA
 from edxorg_s3_ingest.tables import REJECTS_TABLE
@@ -163,14 +167,18 @@ class IcebergStore:
         with self._explained("checking the lake"), suppress(NoSuchNamespaceError):
             self.catalog.load_namespace_properties(self.database)
         bucket, _, prefix = self.lake_url.removeprefix("s3://").partition("/")
+        failure = None
         try:
-            s3 = boto3.Session().client("s3", region_name=self.catalog.properties["s3.region"])
-            s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)
+            s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)
         except Exception as error:
-            message = self._explain_s3(error, "checking the lake")
+            message = self._explain_s3(error, "using the lake")
             if message is None:
-                raise
-            raise LakeError(message) from error
+                code = aws_error_code(error) or type(error).__name__
+                message = f"using the lake {self.lake_url}: S3 answered {code} ({error})"
+            failure = LakeError(redact(message))
+            failure.__cause__ = safe_cause(error)
+        if failure is not None:
+            raise failure
 
     # -- the TableStore protocol --------------------------------------------------------------
 
@@ -191,10 +199,17 @@ class IcebergStore:
                 deleted = self._files(table, "_course_id", set(courses))
                 batches = self._checked(staged, set(courses), table_name)
                 self._commit(transaction, table, condition, deleted, batches, marker)
+                crashpoint("iceberg.before_commit")
+            crashpoint("iceberg.committed")
 
     def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
+        """Adds the load's rejects and, in the same snapshot, removes any earlier rejects of the
+        same source files (a file read again after a kill or a state reset), as the dev store
+        keeps one rejects file per source file. The rejects table is partitioned by `table`,
+        so the data files holding such rows are rewritten without them."""
         marker = {LOAD_ID: load_id, TABLE: table, OPERATION: "append-rejects"}
         columns = _columns(staged, [], REJECTS_SCHEMA)
+        urls = _file_paths(staged)
         with self._explained(f"appending the rejected rows of {table}"):
             rejects = self._table(REJECTS_TABLE, columns, "table")
             if self._applied(rejects, marker, {OPERATION: "drop-rejects", TABLE: table}):
@@ -202,7 +217,14 @@ class IcebergStore:
                 return
             with rejects.transaction() as transaction:
                 _add_columns(transaction, columns)
-                self._commit(transaction, rejects, None, [], self._batches(staged), marker)
+                condition = And(EqualTo("table", table), _matching("_dlt_file_path", urls or {""}))
+                earlier = self._tasks(rejects, "table", condition) if urls else []
+                kept = _rows_not_from(transaction, rejects, earlier, urls)
+                batches = itertools.chain(kept, self._batches(staged))
+                deleted = [task.file for task in earlier]
+                self._commit(transaction, rejects, condition, deleted, batches, marker)
+                crashpoint("iceberg.rejects_before_commit")
+            crashpoint("iceberg.rejects_committed")
 
     def drop(self, table_name: str) -> None:
         """Empties the table and resets its columns to the lineage ones (full refresh).
@@ -224,6 +246,7 @@ class IcebergStore:
                     with transaction.update_schema() as update:
                         for name in extra:
                             update.delete_column(name)
+            crashpoint("iceberg.dropped")
 
     def drop_rejects(self, table: str) -> None:
         with self._explained(f"deleting the rejected rows of {table}"):
@@ -320,6 +343,20 @@ class IcebergStore:
         return False
 
     @staticmethod
+    def _tasks(table: Table, column: str, condition: BooleanExpression) -> list:
+        """The scan tasks of the data files that may hold rows matching `condition` (one
+        value of the identity partition `column`, and more)."""
+        if table.current_snapshot() is None:
+            return []
+        fields = [(field.name, str(field.transform)) for field in table.spec().fields]
+        if fields != [(column, "identity")] or len(table.specs()) != 1:
+            raise LakeError(
+                f"{table.name()} is not partitioned by identity({column}) as this loader creates "
+                "its tables. Drop the table and run again with --full-refresh."
+            )
+        return list(table.scan(condition).plan_files())
+
+    @staticmethod
     def _files(table: Table, column: str | None = None, values: set[str] = frozenset()) -> list:
         """The data files holding exactly the rows where `column` is one of `values` (all files
         when `column` is None).
@@ -389,12 +426,15 @@ class IcebergStore:
                     transaction.table_metadata, chunk, table.io, snapshot.commit_uuid, counter
                 ):
                     snapshot.append_data_file(file)
+                    crashpoint("iceberg.data_file_written")
+        crashpoint("iceberg.manifests_written")
 
     # -- errors -------------------------------------------------------------------------------
 
     @contextmanager
     def _explained(self, doing: str) -> Iterator[None]:
-        """Turns AWS failures into a LakeError that names what to fix."""
+        """Turns AWS failures into a LakeError that names what to fix (credentials masked)."""
+        failure = None
         try:
             yield
         except LakeError:
@@ -402,8 +442,15 @@ class IcebergStore:
         except Exception as error:
             message = self._explain(error)
             if message is None:
-                raise
-            raise LakeError(f"{doing}: {message}") from error
+                code = aws_error_code(error)
+                if not code:
+                    raise
+                # An AWS error this store has no advice for: said as it is, credentials masked.
+                message = f"AWS answered {code} ({type(error).__name__}: {error})"
+            failure = LakeError(redact(f"{doing}: {message}"))
+            failure.__cause__ = safe_cause(error)
+        if failure is not None:
+            raise failure
 
     def _explain(self, error: BaseException) -> str | None:
         code = aws_error_code(error)
@@ -433,6 +480,31 @@ class IcebergStore:
 
 def _matching(column: str, values: set[str]) -> BooleanExpression:
     return EqualTo(column, next(iter(values))) if len(values) == 1 else In(column, values)
+
+
+def _file_paths(staged: list[Path]) -> set[str]:
+    """The source files (`_dlt_file_path`) whose rows the staged files hold."""
+    urls: set[str] = set()
+    for path in staged:
+        if "_dlt_file_path" not in pq.read_schema(path).names:
+            continue
+        column = pq.read_table(path, columns=["_dlt_file_path"]).column(0)
+        urls.update(value for value in pc.unique(column).to_pylist() if value is not None)
+    return urls
+
+
+def _rows_not_from(
+    transaction: Transaction, table: Table, tasks: list, urls: set[str]
+) -> Iterator[pa.RecordBatch]:
+    """The rows of the files of `tasks` that do not come from the source files `urls`: what
+    remains of those files once the earlier rejects of `urls` are removed."""
+    schema = transaction.table_metadata.schema()
+    scan = ArrowScan(transaction.table_metadata, table.io, schema, AlwaysTrue())
+    wanted = pa.array(sorted(urls), pa.string())
+    for task in tasks:
+        rows = scan.to_table([task])
+        keep = pc.invert(pc.is_in(rows.column("_dlt_file_path"), value_set=wanted))
+        yield from rows.filter(pc.fill_null(keep, True)).to_batches()
 
 
 def _columns(staged: list[Path], headers: list[str], required: pa.Schema) -> pa.Schema:

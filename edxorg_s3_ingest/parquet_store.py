@@ -59,6 +59,9 @@ class ParquetStore:
     def uri(self, table_name: str) -> str:
         return str(self.data_dir / table_name)
 
+    def preflight(self) -> None:
+        """Nothing to check: the data dir is created on first write."""
+
     def glob(self, table_name: str) -> str:
         """The DuckDB expression's path: the whole table (SPEC §8)."""
         return f"{self.uri(table_name)}/**/*.parquet"

@@ -96,6 +96,9 @@ def summary(run: RunReport) -> str:
     failed = [report for report in run.tables.values() if not report.ok]
     for report in failed:
         lines.append(f"FAILED {report.table}: {report.error}")
+    if run.unknown_table_folders:
+        names = ", ".join(repr(name) for name in run.unknown_table_folders)
+        lines.append(f"ignored unknown table folders under db_table/ (never read): {names}")
     lines.append(
         f"{len(run.tables) - len(failed)} of {len(run.tables)} table(s) ok "
         f"({run.environment} environment)"

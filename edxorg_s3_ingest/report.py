@@ -49,6 +49,8 @@ class RunReport:
     tables: dict[str, TableReport]
     error: str | None = None
     """A run-level error, such as no prod files for any requested table (SPEC §6)."""
+    unknown_table_folders: list[str] = field(default_factory=list)
+    """Folders under db_table/ that are not tables this loader knows: never read."""
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class RunReport:
             "ok": self.ok,
             "error": self.error,
             "failed_tables": [name for name, report in self.tables.items() if not report.ok],
+            "unknown_table_folders": self.unknown_table_folders,
             "totals": totals,
             "tables": {name: report.as_dict() for name, report in self.tables.items()},
         }

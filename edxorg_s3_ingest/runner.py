@@ -1,16 +1,25 @@
 """Loading tables: one dlt pipeline run per table, guarded, timed and reported (SPEC §6, §7)."""
 
 import fcntl
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edxorg_s3_ingest import landing
+from edxorg_s3_ingest.landing import LandingChangedError, redact, unknown_table_folders
 from edxorg_s3_ingest.loads import PIPELINE_PREFIX, table_pipeline, table_source
 from edxorg_s3_ingest.report import RunReport, TableReport
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.stores import store_for
-from edxorg_s3_ingest.tables import destination_table
+from edxorg_s3_ingest.tables import TABLES, destination_table
+
+log = logging.getLogger(__name__)
+
+CHANGED_RETRIES = 2
+"""Times a table is read again, from a new listing, when a listed file vanished or changed
+before it was read (nothing of the failed attempt was committed)."""
 
 
 class TableBusyError(RuntimeError):
@@ -73,11 +82,21 @@ def load_table(
     try:
         store = store_for(settings)
         report.destination = store.uri(destination_table(table))
+        # A missing or denied lake fails here, before any landing-zone file is read.
+        store.preflight()
         with table_lock(settings, table):
-            pipeline = table_pipeline(table, settings, report)
-            source = table_source(table, settings, report)
-            finish_pending_loads(pipeline)
-            pipeline.run(source, refresh="drop_resources" if full_refresh else None)
+            for attempt in range(CHANGED_RETRIES + 1):
+                pipeline = table_pipeline(table, settings, report)
+                source = table_source(table, settings, report)
+                finish_pending_loads(pipeline)
+                try:
+                    pipeline.run(source, refresh="drop_resources" if full_refresh else None)
+                    break
+                except Exception as error:
+                    if attempt == CHANGED_RETRIES or not _caused_by(error, LandingChangedError):
+                        raise
+                    log.warning("%s: %s; reading the table again", table, describe(error))
+                    _restart(report)
         report.table_rows = store.row_count(destination_table(table))
     except Exception as error:  # noqa: BLE001 - every failure becomes the table's report
         report.finish("failed", error=describe(error))
@@ -102,6 +121,20 @@ def load_tables(
         run.tables[table] = load_table(table, settings, full_refresh, on_start)
         if on_done:
             on_done(run.tables[table])
+    # Folders under db_table/ that no table reads: one listing, once some table could list.
+    listed = any(report.status != "failed" for report in run.tables.values())
+    unknown = unknown_table_folders(settings.bucket_url, TABLES) if listed else []
+    if unknown:
+        log.warning(
+            "ignored %d unknown table folder(s) under %s/%s/ (not edX tables this loader knows; "
+            "see --list-tables): %s",
+            len(unknown),
+            settings.bucket_url.rstrip("/"),
+            landing.DB_TABLE,
+            ", ".join(repr(name) for name in unknown),
+        )
+    # In the --json report once RunReport has this field (report.py).
+    run.unknown_table_folders = unknown
     if tables and all(report.status == "no_prod_files" for report in run.tables.values()):
         run.error = (
             f"no prod files for any of the {len(tables)} requested table(s) under "
@@ -112,11 +145,40 @@ def load_tables(
 
 
 def describe(error: BaseException) -> str:
-    """The innermost cause, which names the thing to fix, rather than dlt's step wrapper."""
+    """The innermost cause, which names the thing to fix, rather than dlt's step wrapper; with
+    any credential value of this process masked (it must never reach a report or a log)."""
     while error.__cause__ is not None or error.__context__ is not None:
         inner = error.__cause__ or error.__context__
         if type(error).__module__.startswith("dlt"):
             error = inner
         else:
             break
-    return f"{type(error).__name__}: {error}"
+    return redact(f"{type(error).__name__}: {error}")
+
+
+def _caused_by(error: BaseException | None, kind: type) -> bool:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _restart(report: TableReport) -> None:
+    """Zeroes what a failed attempt counted, before the table is read again."""
+    for name in (
+        "files_seen",
+        "files_planned",
+        "files_loaded",
+        "files_skipped",
+        "rows_loaded",
+        "rows_rejected",
+        "courses_replaced",
+        "bytes_read",
+    ):
+        setattr(report, name, 0)
+    report.status = "running"
+    report.load_id = None
+    report.misplaced_files = []

@@ -6,13 +6,14 @@ What it read is written into the load package state, where the destination finds
 exactly those courses (consolidation.py); the file versions go into the resource state, which dlt
 commits in the same package: state and data advance together.
 
-Speed (benchmarks/README.md): three stages overlap, each mostly in pyarrow with the GIL released.
-A reader thread fetches and parses files and appends the lineage columns (slices of arrays built
-once per file, never per-row Python objects); a writer thread writes the rows as Parquet, in row
-groups of about `TABLE_ROWS` rows, in the column order of dlt's schema; the main thread hands
-each finished Parquet file to dlt as an imported file (`dlt.mark.with_file_import`: a hard link,
-not a second encoding). A large source file gets a Parquet file of its own, so that its staged
-file holds exactly one course; small ones share files (few staged files, few load jobs).
+Speed (benchmarks/README.md): four stages overlap, each on a thread of its own and mostly in
+pyarrow with the GIL released. A scan thread fetches each file and pre-scans it (its quoting); a
+read thread parses it and appends the lineage columns (slices of arrays built once per file,
+never per-row Python objects); a write thread writes the rows as Parquet, in row groups of about
+`TABLE_ROWS` rows and the column order of dlt's schema; the main thread hands each finished
+Parquet file to dlt as an imported file (`dlt.mark.with_file_import`: a hard link, not a second
+encoding). A large source file gets a Parquet file of its own, so that its staged file holds
+exactly one course; small ones share files (few staged files, few load jobs).
 """
 
 import base64
@@ -130,12 +131,16 @@ TABLE_ROWS = 65_536
 """Rows per Parquet row group (a group of the reader's batches of one file)."""
 READ_AHEAD = 2
 """Items a thread may hold ready beyond the one its consumer works on: bounds the memory."""
+SCAN_AHEAD = 1
+"""Files pre-scanned ahead of the one being parsed."""
 OWN_FILE_BYTES = 4 << 20
-"""A source file this large gets a Parquet file of its own: one staged file, one course."""
-SHARED_FILE_BYTES = 64 << 20
-"""Smaller source files share a Parquet file up to this many source bytes. Few staged files
-matter: dlt loads each as a job, and every job rewrites the package state (and many jobs at once
-have crashed dlt's loader in orjson)."""
+"""A source file this large gets a Parquet file of its own (one staged file, one course)..."""
+MAX_OWN_FILES = 64
+"""... but only the largest MAX_OWN_FILES of a run; the others share Parquet files of up to
+SHARED_FILE_BYTES source bytes. Few staged files matter: dlt loads each as a job, every job
+rewrites the whole package state, and with many jobs dlt's loader threads have crashed
+(SIGSEGV in orjson, 1 run in 5 at 1,000 jobs; benchmarks/README.md)."""
+SHARED_FILE_BYTES = 256 << 20
 PARQUET_OPTIONS = {"version": "2.4", "compression": "snappy"}
 """What dlt's own Parquet writer uses (dlt.common.data_writers.writers.ParquetDataWriter)."""
 
@@ -161,8 +166,10 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
     courses: dict[str, dict] = {}
     columns = _Columns.of(destination_table(table))
     with tempfile.TemporaryDirectory(prefix="edxorg-") as scratch:
-        parsed = _read_ahead(_read_files(work.to_read, scratch, load_id), "edxorg-read")
-        events = _read_ahead(_write_files(parsed, scratch, columns), "edxorg-write")
+        scanned = _read_ahead(_scan_files(work.to_read, scratch), "edxorg-scan", SCAN_AHEAD)
+        parsed = _read_ahead(_read_files(scanned, load_id), "edxorg-read")
+        own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
+        events = _read_ahead(_write_files(parsed, scratch, columns, own), "edxorg-write")
         with closing(events):  # the threads end before their scratch folder goes
             for event in events:
                 if isinstance(event, _Written):
@@ -215,16 +222,29 @@ class _Written(NamedTuple):
     schema: pa.Schema
 
 
-def _read_files(files: list[LandingFile], scratch: str, load_id: str) -> Iterator:
-    """Each file's rows with lineage as tables of about TABLE_ROWS rows, then a _FileRead.
-    Runs on the reader thread: no dlt calls here (dlt's context belongs to the main thread)."""
-    for file in files:
+def _scan_files(files: list[LandingFile], scratch: str) -> Iterator:
+    """Each file fetched and pre-scanned (`TsvFile` reads its header and decides its quoting),
+    as (file, TsvFile or None if unreadable, rejects). Runs on the scan thread, ahead of the
+    parse; its downloads take turns in SCAN_AHEAD + 2 folders, so that a file is never fetched
+    over one that is still being parsed."""
+    folders = [os.path.join(scratch, f"fetch-{n}") for n in range(SCAN_AHEAD + 2)]
+    for folder in folders:
+        os.mkdir(folder)
+    for number, file in enumerate(files):
         rejects: list[Reject] = []
         try:
-            tsv = TsvFile(fetch(file.url, scratch), rejects.append)
+            folder = folders[number % len(folders)]
+            tsv = TsvFile(fetch(file.url, folder, file.size), rejects.append)
         except InvalidHeaderError as error:
             rejects.append(Reject(1, "invalid_header", str(error).encode()))
             tsv = None
+        yield file, tsv, rejects
+
+
+def _read_files(scanned: Iterator, load_id: str) -> Iterator:
+    """Each scanned file's rows with lineage as tables of about TABLE_ROWS rows, then a
+    _FileRead. Runs on the read thread: no dlt calls here (dlt's context is the main thread's)."""
+    for file, tsv, rejects in scanned:
         if tsv is not None:
             lineage = Lineage(file, load_id)
             for rows in _tables(tsv.batches(), TABLE_ROWS):
@@ -311,7 +331,13 @@ def _repetitive(rows: pa.Table, sample: int = 4096) -> list[str]:
     ]
 
 
-def _write_files(events: Iterator, scratch: str, columns: _Columns) -> Iterator:
+def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFile]:
+    """The `count` largest files of at least `least` bytes."""
+    large = [file for file in files if file.size >= least]
+    return sorted(large, key=lambda file: (-file.size, file.url))[:count]
+
+
+def _write_files(events: Iterator, scratch: str, columns: _Columns, own_urls: set[str]) -> Iterator:
     """The reader's rows written as Parquet (on the writer thread): a large source file into a
     file of its own, smaller ones into a shared file. Passes each _FileRead on, with its rows,
     and a _Written for each finished Parquet file."""
@@ -328,7 +354,7 @@ def _write_files(events: Iterator, scratch: str, columns: _Columns) -> Iterator:
         for event in events:
             if isinstance(event, _Rows):
                 table = columns.arrange(event.table)
-                if event.file.size >= OWN_FILE_BYTES:
+                if event.file.url in own_urls:
                     if own is None:
                         own = new(table)
                     elif table.schema != own.writer.schema:  # cannot happen: one header
@@ -349,7 +375,7 @@ def _write_files(events: Iterator, scratch: str, columns: _Columns) -> Iterator:
             if own is not None:
                 yield own.close()
                 own = None
-            elif shared is not None and event.file.size < OWN_FILE_BYTES:
+            elif shared is not None and event.file.url not in own_urls:
                 shared.source_bytes += event.file.size
                 if shared.source_bytes >= SHARED_FILE_BYTES:
                     yield shared.close()

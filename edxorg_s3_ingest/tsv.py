@@ -57,6 +57,7 @@ _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 _ESCAPES = ((b"\\t", b"\t"), (b"\\n", b"\n"), (b"\\r", b"\r"))
 # Bytes that valid UTF-8 never holds: stand-ins for raw CR and `\\\\` while parsing.
 _CR_STAND_IN, _BACKSLASH_STAND_IN = b"\xff", b"\xfe"
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,10 @@ class TsvFile:
             check_utf8=False,  # checked before; CR stand-ins are not UTF-8 until swapped back
         )
         block = self._parse_block
+        if segment.startswith(_BOM):
+            # pyarrow drops a byte-order mark at the start of its input: here it is data.
+            segment = _BOM + segment
+            block = max(block, 2 * len(_BOM))
         while True:
             options = pa_csv.ReadOptions(
                 column_names=self.header, block_size=block, use_threads=ragged is None

@@ -42,3 +42,24 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, check: bool =
 def run_json(*args: str, **kwargs) -> dict:
     result = run_cli(*args, "--json", **kwargs)
     return json.loads(result.stdout)
+
+
+# -- fault tests: RELIABILITY.md (tests/reliability.py) ----------------------------------------
+
+
+def pytest_runtest_logreport(report):
+    import reliability
+
+    reliability.note_result(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import reliability
+
+    session.config._reliability_note = reliability.finish(session)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    note = getattr(config, "_reliability_note", None)
+    if note:
+        terminalreporter.write_line(note)

@@ -73,7 +73,7 @@ def failing_run(env: dict, bucket_url: str, tmp_path, environment: str = "qa") -
 
 def test_no_credentials_for_the_landing_zone(moto, baseline, tmp_path):  # noqa: F811
     env = moto.env(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None)
-    report = failing_run(env, BUCKET_URL, tmp_path)
+    report = failing_run(env, BUCKET_URL, tmp_path, environment="dev")
     assert report["error"].startswith(
         "LandingZoneError: no AWS credentials found listing the landing zone "
         f"{BUCKET_URL}/db_table/teams/prod"
@@ -96,7 +96,9 @@ def test_no_credentials_for_the_lake(moto, baseline, local_landing, tmp_path):  
 def test_wrong_credentials_for_the_landing_zone(moto, baseline, tmp_path):  # noqa: F811
     code = "InvalidAccessKeyId"
     with refusing_aws(s3_code=code) as endpoint:
-        report = failing_run(moto.env(AWS_ENDPOINT_URL=endpoint), BUCKET_URL, tmp_path)
+        report = failing_run(
+            moto.env(AWS_ENDPOINT_URL=endpoint), BUCKET_URL, tmp_path, environment="dev"
+        )
     assert f"AWS rejected the credentials ({code}) listing the landing zone" in report["error"]
     assert "AWS_ACCESS_KEY_ID" in report["error"]
     assert lake_state(moto) == baseline
@@ -115,7 +117,9 @@ def test_wrong_credentials_for_glue(moto, baseline, local_landing, tmp_path):  #
 
 def test_access_denied_to_the_landing_bucket(moto, baseline, tmp_path):  # noqa: F811
     with refusing_aws() as endpoint:
-        report = failing_run(moto.env(AWS_ENDPOINT_URL_S3=endpoint), BUCKET_URL, tmp_path)
+        report = failing_run(
+            moto.env(AWS_ENDPOINT_URL_S3=endpoint), BUCKET_URL, tmp_path, environment="dev"
+        )
     assert (
         f"access denied (AccessDenied) listing the landing zone {BUCKET_URL}/db_table/teams/prod"
     ) in report["error"]
