@@ -15,11 +15,12 @@ finds them in the page cache):
 5. baseline  a bare process start + the same listing (fsspec `find` per table prefix): the
              least any no-op run can do
 
-For each: wall seconds, CPU seconds (user + sys of the child, from `wait4`), the child's peak
-RSS, MB/s (MB = prod input bytes, 10^6) and rows/s. The row counts of the project, the original
-and DuckDB (each counted from its Parquet output) must equal the rows the generator wrote, or
-the run fails. With `--repeat N` every approach runs N times and the median wall time is kept
-(with its CPU and the largest peak RSS). Results: a table on stdout and JSON (default
+For each: wall seconds, CPU seconds (user + sys of the child and its worker processes, from
+`wait4`), the peak memory of the child's whole process tree (benchmarks/measure.py), MB/s
+(MB = prod input bytes, 10^6) and rows/s. The row counts of the project, the original and
+DuckDB (each counted from its Parquet output) must equal the rows the generator wrote, or the
+run fails. With `--repeat N` every approach runs N times and the median wall time is kept (with
+its CPU and the largest peak memory). Results: a table on stdout and JSON (default
 benchmarks/results/<set>.json; benchmarks/output/smoke.json for the smoke set).
 """
 
@@ -30,10 +31,10 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks import generate
+from benchmarks.measure import measure as measure_child
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,39 +62,16 @@ print(files)
 """
 
 
+def measure(name: str, command: list[str], logs: Path) -> dict:
+    return measure_child(name, command, logs, REPO, child_env())
+
+
 def child_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SOURCES__"))}
     # dlt's anonymous telemetry would time network calls: off for both dlt pipelines.
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
     env.setdefault("PYTHONHASHSEED", "0")
     return env
-
-
-def measure(name: str, command: list[str], logs: Path) -> dict:
-    """Runs one child to completion: wall, CPU and peak RSS of that child alone (wait4)."""
-    logs.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = logs / f"{name}.stdout", logs / f"{name}.stderr"
-    load_before = os.getloadavg()[0]
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(
-            f"{name} failed (exit {child.returncode}): {' '.join(command)}\n"
-            f"{err_path.read_text()[-3000:]}"
-        )
-    return {
-        "wall_s": round(wall, 3),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-        "user_s": round(usage.ru_utime, 3),
-        "sys_s": round(usage.ru_stime, 3),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
-        "load_1min_before": round(load_before, 2),
-        "stdout": out_path.read_text(),
-    }
 
 
 def parquet_rows(folder: Path) -> int:

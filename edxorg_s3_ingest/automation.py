@@ -4,9 +4,9 @@ import dagster as dg
 import dlt
 from dlt.pipeline.exceptions import CannotRestorePipelineException
 
+from edxorg_s3_ingest.incremental import expected_rows
 from edxorg_s3_ingest.loads import PIPELINE_PREFIX
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.source import expected_rows
 from edxorg_s3_ingest.stores import store_for
 from edxorg_s3_ingest.tables import destination_table
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from edxorg_s3_ingest.progress import Progress, summary
-from edxorg_s3_ingest.runner import load_tables
+from edxorg_s3_ingest.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
 from edxorg_s3_ingest.tables import TABLES, UnknownTableError, parse_table_list
 
@@ -24,6 +24,22 @@ exit status: 0 when every table loaded (or was unchanged, or had no prod files);
 failed, or when no requested table has any prod file (wrong bucket or prefix?); 2 for a usage or
 configuration error.
 """
+
+
+WORKERS_HELP = (
+    "load N tables at once, each in a worker process of its own (default: the number of CPUs, "
+    "at most the number of tables); 1 loads them one after the other in this process"
+)
+
+
+def worker_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return number
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--full-refresh", action="store_true", help="forget the state and rebuild the tables"
     )
+    cli.add_argument(
+        "--workers",
+        type=worker_number,
+        metavar="N",
+        help=WORKERS_HELP,
+    )
     cli.add_argument("--json", action="store_true", help="print the run report as one JSON object")
     cli.add_argument("--list-tables", action="store_true", help="print the 44 tables and exit")
     return cli
@@ -59,18 +81,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         tables = parse_table_list(args.tables)
-        settings = Settings.resolve(args.bucket_url, args.data_dir, args.pipelines_dir)
-    except (ConfigurationError, UnknownTableError) as error:
+    except UnknownTableError as error:
         print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
         return 2
-    with Progress() as progress:
-        position = iter(range(1, len(tables) + 1))
+    workers = worker_count(args.workers, len(tables))
+    try:
+        settings = Settings.resolve(args.bucket_url, args.data_dir, args.pipelines_dir)
+    except ConfigurationError as error:
+        print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
+        return 2
+    with Progress(total=len(tables), parallel=workers > 1) as progress:
         run = load_tables(
             tables,
             settings,
             full_refresh=args.full_refresh,
-            on_start=lambda report: progress.begin(report, next(position), len(tables)),
+            workers=workers,
+            on_start=progress.begin,
             on_done=progress.done,
+            on_log=progress.log,
         )
     if args.json:
         print(json.dumps(run.as_dict(), indent=2, default=str))

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -62,16 +63,40 @@ class TableStore(Protocol):
 
 
 def batches_by_course(staged: list[Path]) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """The staged rows as (course, batch) runs, in load order, one course per batch."""
+    """The staged rows as (course, batch) runs, in load order, one course per batch: each row
+    group cut where the course changes (zero-copy slices; a staged file holds each source
+    file's rows in one run)."""
     for path in staged:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
-            courses = batch.column("_course_id")
-            first = courses[0].as_py() if batch.num_rows else None
-            if pc.all(pc.equal(courses, first)).as_py():
-                yield first, batch
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):  # one at a time: the memory of one
+            batch = parquet.read_row_group(group, use_threads=False).combine_chunks()
+            if not batch.num_rows:
                 continue
-            for course in pc.unique(courses).to_pylist():
-                yield course, batch.filter(pc.equal(courses, course))
+            batch = batch.to_batches()[0]
+            courses = batch.column("_course_id")
+            changes = pc.not_equal(courses.slice(1), courses.slice(0, len(courses) - 1))
+            starts = [0, *(np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1).tolist()]
+            for start, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
+                yield courses[start].as_py(), batch.slice(start, stop - start)
+
+
+def single_course(path: Path) -> str | None:
+    """The course of a staged file all of whose rows are of one course (a large source file
+    has a staged file of its own: source.py), else None. The row groups' statistics rule most
+    files out; the `_course_id` column (dictionary-encoded, a few bytes) decides."""
+    parquet = pq.ParquetFile(path)
+    metadata = parquet.metadata
+    if not metadata.num_rows or "_course_id" not in parquet.schema_arrow.names:
+        return None
+    column = parquet.schema_arrow.get_field_index("_course_id")
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if statistics is not None and statistics.has_min_max and statistics.min != statistics.max:
+            return None
+    courses = parquet.read(columns=["_course_id"]).column(0)
+    if courses.null_count or pc.count_distinct(courses).as_py() != 1:
+        return None
+    return courses[0].as_py()
 
 
 class Consolidator:

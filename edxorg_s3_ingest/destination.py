@@ -3,6 +3,12 @@
 dlt's own destinations can only append or replace whole tables (STACK-NOTES); replacing one
 course's rows needs the whole load at hand, which a custom destination sees only when dlt
 completes the load package. This subclass of dlt's `destination` factory adds that hook.
+
+Its jobs only set staged files aside (a hard link each): at most MAX_PARALLEL_JOBS run at once,
+rather than dlt's 20 loader threads (each job commits the whole load package state; with many
+jobs on 20 threads, dlt has crashed in orjson, see source.MAX_OWN_FILES). Not one at a time:
+dlt's "sequential" strategy waits a second on the job it finalizes without running it (the
+pipeline state's), every load.
 """
 
 from typing import Any
@@ -13,7 +19,8 @@ from dlt.destinations.impl.destination.factory import destination
 
 from edxorg_s3_ingest.consolidation import Consolidator
 
-FIXED = ("destination_callable", "loader_file_format", "batch_size")
+FIXED = ("destination_callable", "loader_file_format", "batch_size", "max_parallel_load_jobs")
+MAX_PARALLEL_JOBS = 4
 
 
 class ConsolidatingDestination(destination):
@@ -33,6 +40,7 @@ class ConsolidatingDestination(destination):
             destination_name=destination_name,
             loader_file_format="parquet",
             batch_size=0,
+            max_parallel_load_jobs=MAX_PARALLEL_JOBS,
             **{key: value for key, value in kwargs.items() if key not in FIXED},
         )
         self.consolidator = consolidator

@@ -27,6 +27,16 @@ class Plan:
     def files_skipped(self) -> int:
         return self.files_seen - len(self.to_read)
 
+    @property
+    def changes_nothing(self) -> bool:
+        """Nothing to read or reject and the state stays as it is: a run would only list."""
+        return not self.to_read and not self.new_empty and not self.state_changed
+
+
+def expected_rows(state: dict) -> int:
+    """The rows the table holds after the loads this state describes (SPEC §5)."""
+    return sum(state.get("rows", {}).values())
+
 
 def plan(files: list[LandingFile], state: dict) -> Plan:
     """Compares a listing with the state; fills `state` with what it will be after this run.
@@ -37,6 +47,28 @@ def plan(files: list[LandingFile], state: dict) -> Plan:
     Files no longer listed leave the state. A course none of whose files is listed any more keeps
     its rows (nothing says its data is gone; `--full-refresh` rebuilds without it).
     """
+    result = _compare(files, state)
+    if files:
+        crashpoint("plan.done")
+    return result
+
+
+def preview(files: list[LandingFile], state: dict) -> Plan:
+    """What `plan` would decide, leaving `state` as it is (a run that would change nothing is not
+    started; the landing-zone sensor asks the same question).
+
+    `plan` only adds, replaces and deletes entries of the state and of its `files` and `courses`
+    dicts (their values are replaced whole, never changed in place): copies of those three are
+    enough, and much cheaper than a deep copy of a state that lists every prod file.
+    """
+    copy = {**state}
+    for key in ("files", "courses"):
+        if key in copy:
+            copy[key] = dict(copy[key])
+    return _compare(files, copy)
+
+
+def _compare(files: list[LandingFile], state: dict) -> Plan:
     result = Plan(files_seen=len(files))
     if not files:
         return result
@@ -65,5 +97,4 @@ def plan(files: list[LandingFile], state: dict) -> Plan:
         if loaded != newest.version:
             current[course_id] = newest.version
             result.state_changed = True
-    crashpoint("plan.done")
     return result

@@ -16,9 +16,13 @@ runs; `AWS_ENDPOINT_URL(_S3)` honoured). Faults are handled in two layers:
 
 A file that vanished or changed between the listing and the fetch raises `LandingChangedError`:
 nothing of the run is committed, and the runner runs the table again from a new listing.
+
+`fetch` is thread-safe: a table's load fetches several remote files at once (source.py). Local
+files are read in place, never copied; a small file can be fetched as bytes (`in_memory`).
 """
 
 import functools
+import io
 import os
 import posixpath
 import random
@@ -27,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -51,7 +56,8 @@ MAX_ATTEMPTS = 10
 """botocore's attempts per request (the first one included), unless AWS_MAX_ATTEMPTS is set."""
 READ_ATTEMPTS = 5
 """Attempts to receive one object's body when connections drop mid-transfer."""
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 1 << 20
+"""Bytes of a body received at a time (per GET in flight)."""
 MAX_COURSE_ID_BYTES = 255
 """Longer course ids are refused (real ones are under 100 bytes): see `course_of`."""
 
@@ -256,7 +262,12 @@ def list_prod_files(bucket_url: str, table: str) -> Listing:
     prefix = table_prefix(bucket_url, table)
     failure = None
     try:
-        entries = list(_list_s3(prefix)) if is_s3(prefix) else _list_fsspec(prefix)
+        if is_s3(prefix):
+            entries = list(_list_s3(prefix))
+        elif is_local(prefix):
+            entries = _list_local(prefix)
+        else:
+            entries = _list_fsspec(prefix)
     except LandingZoneError:
         raise
     except Exception as error:
@@ -316,6 +327,23 @@ def _list_s3(prefix: str):
             )
 
 
+def _list_local(prefix: str) -> list:
+    """As `_list_fsspec` gives them for a local folder (same URLs), from `os.scandir`: three
+    times faster, which is most of a run with nothing new."""
+    root = os.path.abspath(prefix.removeprefix("file://"))
+    entries = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = f"{folder}/{name}"
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # deleted since the folder was read
+                continue
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            entries.append((f"file://{path}", path[len(root) + 1 :], stat.st_size, modified))
+    return sorted(entries)
+
+
 def _list_fsspec(prefix: str) -> list:
     fs, root = url_to_fs(prefix, **storage_options(prefix))
     if not fs.exists(root):
@@ -372,27 +400,43 @@ def unknown_table_folders(bucket_url: str, known: list[str]) -> list[str]:
     return sorted(set(names) - set(known))
 
 
-def fetch(url: str, directory: str, size: int | None = None) -> str:
-    """A local path holding the file's bytes: the file itself when local, else a downloaded
-    copy. `size` (the listing's) is checked: a file that changed or vanished since it was listed
-    raises LandingChangedError, a body cut short is resumed or fails; never a short file."""
-    if "://" not in url or url.startswith("file://"):
-        return _local(url.removeprefix("file://"), size)
+def is_local(url: str) -> bool:
+    """Whether the URL is a local path (read in place, never copied)."""
+    return "://" not in url or url.startswith("file://")
+
+
+def fetch(url: str, directory: str, size: int | None = None, *, in_memory: bool = False):
+    """The file's bytes: a local path holding them (the file itself when local, else a
+    download into `directory`), or with `in_memory` the bytes themselves (for small files:
+    nothing written, read once). `size` (the listing's) is checked: a file that changed or
+    vanished since it was listed raises LandingChangedError, a body cut short is resumed or
+    fails; never a short file. Thread-safe: runs on a small pool for remote landing zones."""
+    if is_local(url):
+        path = _local(url.removeprefix("file://"), size)
+        return _read_local(path, size) if in_memory else path
     target = os.path.join(directory, "download.tsv")
     if not is_s3(url):
         fs, path = url_to_fs(url, **storage_options(url))
+        if in_memory:
+            return _checked_bytes(fs.cat_file(path), url, size)
         fs.get_file(path, target)
         return _checked(target, url, size)
-    failure = None
+    failure, data = None, None
     try:
-        _download(url, target, size)
+        if in_memory:
+            sink = io.BytesIO()
+            _download(url, sink, size)
+            data = sink.getvalue()
+        else:
+            with open(target, "wb") as sink:
+                _download(url, sink, size)
     except LandingZoneError:
         raise
     except Exception as error:
         failure = _explained(error, url, "reading", "s3:GetObject")
     if failure is not None:
         raise failure
-    return _checked(target, url, size)
+    return _checked_bytes(data, url, size) if in_memory else _checked(target, url, size)
 
 
 def _local(path: str, size: int | None) -> str:
@@ -409,95 +453,113 @@ def _local(path: str, size: int | None) -> str:
     return path
 
 
+def _read_local(path: str, size: int | None) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        raise LandingChangedError(
+            f"{path} was listed but is gone (deleted during the run?)"
+        ) from None
+    return _checked_bytes(data, path, size)
+
+
 def _checked(target: str, url: str, size: int | None) -> str:
-    received = os.path.getsize(target)
+    _check_size(os.path.getsize(target), url, size)
+    return target
+
+
+def _checked_bytes(data: bytes, url: str, size: int | None) -> bytes:
+    _check_size(len(data), url, size)
+    return data
+
+
+def _check_size(received: int, url: str, size: int | None) -> None:
     if size is not None and received != size:
         raise LandingChangedError(
             f"{url}: received {received} bytes, the listing said {size}: the file changed since "
             "it was listed, or its body was cut short"
         )
-    return target
 
 
-def _download(url: str, target: str, size: int | None) -> None:
-    """The object's bytes into `target`. Every GET is ranged, so that S3 states the object's
-    whole size (`Content-Range: bytes a-b/<size>`) whatever the body's Content-Length says; a
-    body that breaks off or ends early is resumed from the last byte received, pinned to the
-    first answer's ETag (a changed object fails the resumption)."""
+def _download(url: str, sink: BinaryIO, size: int | None) -> None:
+    """The object's bytes into `sink` (a file or a BytesIO). Every GET is ranged, so that S3
+    states the object's whole size (`Content-Range: bytes a-b/<size>`) whatever the body's
+    Content-Length says; a body that breaks off or ends early is resumed from the last byte
+    received, pinned to the first answer's ETag (a changed object fails the resumption)."""
     bucket, key = split_s3(url)
     client = s3_client()
     received, total, pinned = 0, None, {}
-    with open(target, "wb") as sink:
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            failure = None
-            try:
-                response = client.get_object(
-                    Bucket=bucket, Key=key, Range=f"bytes={received}-", **pinned
-                )
-            except ClientError as error:
-                code = aws_error_code(error)
-                if code in ("InvalidRange", "416") and total is None:
-                    total = 0  # an empty object has no byte 0
-                    break
-                if code not in GONE | CHANGED:
-                    raise
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        failure = None
+        try:
+            response = client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={received}-", **pinned
+            )
+        except ClientError as error:
+            code = aws_error_code(error)
+            if code in ("InvalidRange", "416") and total is None:
+                total = 0  # an empty object has no byte 0
+                break
+            if code not in GONE | CHANGED:
+                raise
+            failure = _attach(
+                LandingChangedError(
+                    f"{url} was listed but is gone when read (deleted during the run?)"
+                    if code in GONE
+                    else f"{url} changed while it was read"
+                ),
+                error,
+            )
+        if failure is not None:
+            raise failure
+        body = response["Body"]
+        broken = False
+        try:
+            start, whole = _span(response)
+            if total is None:
+                total = whole
+                if response.get("ETag"):
+                    pinned = {"IfMatch": response["ETag"]}
+                if size is not None and total != size:
+                    raise LandingChangedError(
+                        f"{url} changed since it was listed ({total} bytes, the listing "
+                        f"said {size})"
+                    )
+            elif whole != total:
+                raise LandingChangedError(f"{url} changed while it was read")
+            if start != received:  # the whole object rather than the range: start over
+                sink.seek(0)
+                sink.truncate()
+                received = 0
+            for chunk in body.iter_chunks(CHUNK_BYTES):
+                sink.write(chunk)
+                received += len(chunk)
+        except BODY_ERRORS as error:
+            broken = True
+            if isinstance(error, FlexibleChecksumError):
+                # The bytes received do not match the object's checksum: all of them again.
+                sink.seek(0)
+                sink.truncate()
+                received = 0
+            if attempt == READ_ATTEMPTS:
                 failure = _attach(
-                    LandingChangedError(
-                        f"{url} was listed but is gone when read (deleted during the run?)"
-                        if code in GONE
-                        else f"{url} changed while it was read"
+                    LandingZoneError(
+                        f"reading {url}{endpoint_note('S3')}: the connection broke "
+                        f"{READ_ATTEMPTS} times ({received} of {total} bytes received; "
+                        f"last: {type(error).__name__}: {error}). Try again later."
                     ),
                     error,
                 )
-            if failure is not None:
-                raise failure
-            body = response["Body"]
-            broken = False
-            try:
-                start, whole = _span(response)
-                if total is None:
-                    total = whole
-                    if response.get("ETag"):
-                        pinned = {"IfMatch": response["ETag"]}
-                    if size is not None and total != size:
-                        raise LandingChangedError(
-                            f"{url} changed since it was listed ({total} bytes, the listing "
-                            f"said {size})"
-                        )
-                elif whole != total:
-                    raise LandingChangedError(f"{url} changed while it was read")
-                if start != received:  # the whole object rather than the range: start over
-                    sink.seek(0)
-                    sink.truncate()
-                    received = 0
-                for chunk in body.iter_chunks(CHUNK_BYTES):
-                    sink.write(chunk)
-                    received += len(chunk)
-            except BODY_ERRORS as error:
-                broken = True
-                if isinstance(error, FlexibleChecksumError):
-                    # The bytes received do not match the object's checksum: all of them again.
-                    sink.seek(0)
-                    sink.truncate()
-                    received = 0
-                if attempt == READ_ATTEMPTS:
-                    failure = _attach(
-                        LandingZoneError(
-                            f"reading {url}{endpoint_note('S3')}: the connection broke "
-                            f"{READ_ATTEMPTS} times ({received} of {total} bytes received; "
-                            f"last: {type(error).__name__}: {error}). Try again later."
-                        ),
-                        error,
-                    )
-            finally:
-                body.close()
-            if failure is not None:
-                raise failure
-            if not broken and received == total:
-                return
-            _pause(attempt)  # broken off, or ended early without an error: resumed
-        if total == 0 and received == 0:
+        finally:
+            body.close()
+        if failure is not None:
+            raise failure
+        if not broken and received == total:
             return
+        _pause(attempt)  # broken off, or ended early without an error: resumed
+    if total == 0 and received == 0:
+        return
     raise LandingZoneError(
         f"reading {url}{endpoint_note('S3')}: {received} of {total} bytes received after "
         f"{READ_ATTEMPTS} attempts (bodies cut short). Try again later."

@@ -1,5 +1,8 @@
-"""A live one-line progress display on a terminal, and the per-table summary at the end."""
+"""A live progress line on a terminal, a line per table as it ends, and the summary at the end."""
 
+import logging
+import os
+import shutil
 import sys
 import threading
 from typing import TextIO
@@ -20,14 +23,31 @@ COLUMNS = (
 
 
 class Progress:
-    """Redraws the current table's line a few times a second while it loads (terminals only)."""
+    """Redraws the running tables' line a few times a second (terminals only), and writes each
+    table's line when it ends (`[<n>/<total>]`: the n-th table to end).
 
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.25) -> None:
+    One table at a time: `[2/6] auth_user: running 40/200 files, 1,200 rows, ...`. Several
+    (worker processes): `2 running: auth_user 40/200 files 1.2 MB, teams 3/9 files 0.1 MB;
+    1/6 done`, cut to the terminal's width.
+    """
+
+    def __init__(
+        self,
+        total: int = 0,
+        parallel: bool = False,
+        stream: TextIO = sys.stderr,
+        interval: float = 0.25,
+    ) -> None:
         self.stream = stream
         self.live = stream.isatty()
         self.interval = interval
-        self.current: TableReport | None = None
-        self.position = (0, 0)
+        self.total = total
+        self.parallel = parallel
+        self.running: dict[str, TableReport] = {}
+        self.started = 0
+        self.finished = 0
+        self._positions: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._draw_loop, daemon=True)
 
@@ -40,36 +60,86 @@ class Progress:
         self._stop.set()
         if self.live:
             self._thread.join()
-            self.stream.write("\r\033[K")
+            with self._lock:
+                self._clear()
+                self.stream.flush()
 
-    def begin(self, report: TableReport, number: int, total: int) -> None:
-        self.current, self.position = report, (number, total)
+    def begin(self, report: TableReport) -> None:
+        with self._lock:
+            self.started += 1
+            self._positions[report.table] = self.started
+            self.running[report.table] = report
 
     def done(self, report: TableReport) -> None:
+        with self._lock:
+            self.running.pop(report.table, None)
+            self.finished += 1
+            self._clear()
+            self.stream.write(f"{self._line(report, self.finished)}\n")
+            self.stream.flush()
+
+    def log(self, record: logging.LogRecord) -> None:
+        """A worker's log record, handled here as this process's own, above the live line."""
+        with self._lock:
+            self._clear()
+            self.stream.flush()
+            logging.getLogger(record.name).handle(record)
+
+    def _clear(self) -> None:
         if self.live:
             self.stream.write("\r\033[K")
-        self.stream.write(f"{self._line(report)}\n")
-        self.stream.flush()
 
     def _draw_loop(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.current is not None:
-                self.stream.write(f"\r\033[K{self._line(self.current)}")
-                self.stream.flush()
+            with self._lock:
+                text = self._live_text()
+                if text:
+                    self.stream.write(f"\r\033[K{text}")
+                    self.stream.flush()
 
-    def _line(self, report: TableReport) -> str:
-        number, total = self.position
+    def _live_text(self) -> str:
+        running = list(self.running.values())
+        if not running:
+            return ""
+        if self.parallel:
+            tables = ", ".join(_brief(report) for report in running)
+            text = f"{len(running)} running: {tables}; {self.finished}/{self.total} done"
+        else:
+            (report,) = running[-1:]
+            text = self._line(report, self._positions.get(report.table, 0))
+        # A line longer than the terminal wraps, and `\r` would then redraw only its last part.
+        width = self._width() - 1
+        return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns or shutil.get_terminal_size().columns  # 0: a terminal that never said
+
+    def _line(self, report: TableReport, number: int) -> str:
         files = (
             f"{report.files_loaded}/{report.files_planned}" if report.status == "running" else ""
         )
         text = (
-            f"[{number}/{total}] {report.table}: {report.status} {files} files, "
+            f"[{number}/{self.total}] {report.table}: {report.status} {files} files, "
             f"{report.rows_loaded:,} rows, {report.rows_rejected:,} rejected, "
-            f"{report.bytes_read / 1e6:,.1f} MB, {report.seconds or 0:.1f}s"
+            f"{report.bytes_read / 1e6:,.1f} MB, {report.elapsed:.1f}s"
         )
         if report.error:
             text += f"\n    error: {report.error}"
         return text
+
+
+def _brief(report: TableReport) -> str:
+    """A running table in the line of several: its name, then its files once it has listed."""
+    if not report.files_planned:
+        return report.table
+    return (
+        f"{report.table} {report.files_loaded}/{report.files_planned} files "
+        f"{report.bytes_read / 1e6:,.1f} MB"
+    )
 
 
 def summary(run: RunReport) -> str:

@@ -3,6 +3,16 @@
 import time
 from dataclasses import asdict, dataclass, field
 
+PROGRESS_FIELDS = (
+    "status",
+    "files_seen",
+    "files_planned",
+    "files_loaded",
+    "rows_loaded",
+    "rows_rejected",
+    "bytes_read",
+)
+
 
 @dataclass
 class TableReport:
@@ -25,6 +35,8 @@ class TableReport:
     error: str | None = None
     misplaced_files: list[str] = field(default_factory=list)
     _started: float = field(default=0.0, repr=False)
+    """`time.monotonic()` when the table started, in the process that loads it. A report pickles
+    whole (worker processes send theirs to the CLI), this field too."""
 
     def start(self) -> None:
         self.status = "running"
@@ -38,6 +50,22 @@ class TableReport:
     @property
     def ok(self) -> bool:
         return self.status in ("loaded", "unchanged", "no_prod_files")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the table started (its final `seconds` once it has finished)."""
+        if self.status in ("pending", "running"):
+            return time.monotonic() - self._started if self._started else 0.0
+        return self.seconds
+
+    def progress(self) -> dict:
+        """The counters a live display shows: what a worker process sends while it loads."""
+        return {name: getattr(self, name) for name in PROGRESS_FIELDS}
+
+    def update(self, progress: dict) -> None:
+        for name in PROGRESS_FIELDS:
+            if name in progress:
+                setattr(self, name, progress[name])
 
     def as_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if not key.startswith("_")}

@@ -1,22 +1,36 @@
-"""Loading tables: one dlt pipeline run per table, guarded, timed and reported (SPEC §6, §7)."""
+"""Loading tables: one dlt pipeline run per table, guarded, timed and reported (SPEC §6, §7).
+
+`load_table` loads one table in this process (the Dagster component, and the CLI with
+`--workers 1`). `load_tables` loads several (the CLI): first it finds, in this process and
+without dlt, the dev tables with nothing new (a run with nothing new only lists, SPEC §7); the
+others load one after the other in this process, or several at once in worker processes
+(workers.py; the CLI's default is one worker per CPU).
+
+Importing this module imports neither dlt nor boto3 nor pyarrow: they are imported where they
+are used, so that a run with nothing new never pays for them.
+"""
+
+from __future__ import annotations
 
 import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edxorg_s3_ingest import landing
-from edxorg_s3_ingest.landing import LandingChangedError, redact, unknown_table_folders
-from edxorg_s3_ingest.loads import PIPELINE_PREFIX, table_pipeline, table_source
 from edxorg_s3_ingest.report import RunReport, TableReport
-from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.stores import store_for
 from edxorg_s3_ingest.tables import TABLES, destination_table
+
+if TYPE_CHECKING:
+    from edxorg_s3_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
+LISTING_THREADS = 8
+"""Tables listed at once when a run looks for the ones with nothing new."""
 CHANGED_RETRIES = 2
 """Times a table is read again, from a new listing, when a listed file vanished or changed
 before it was read (nothing of the failed attempt was committed)."""
@@ -29,6 +43,8 @@ class TableBusyError(RuntimeError):
 @contextmanager
 def table_lock(settings: Settings, table: str) -> Iterator[None]:
     """One run per table at a time; a second one fails at once with a clear message."""
+    from edxorg_s3_ingest.loads import PIPELINE_PREFIX
+
     settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
     path = Path(settings.pipelines_dir) / f"{PIPELINE_PREFIX}{table}.lock"
     with open(path, "a+") as handle:
@@ -75,6 +91,8 @@ def load_table(
     on_start: Callable[[TableReport], None] | None = None,
 ) -> TableReport:
     """Runs one table's pipeline; never raises for a failed table, the report says why."""
+    from edxorg_s3_ingest.stores import store_for
+
     report = TableReport(table)
     report.start()
     if on_start:
@@ -85,18 +103,8 @@ def load_table(
         # A missing or denied lake fails here, before any landing-zone file is read.
         store.preflight()
         with table_lock(settings, table):
-            for attempt in range(CHANGED_RETRIES + 1):
-                pipeline = table_pipeline(table, settings, report)
-                source = table_source(table, settings, report)
-                finish_pending_loads(pipeline)
-                try:
-                    pipeline.run(source, refresh="drop_resources" if full_refresh else None)
-                    break
-                except Exception as error:
-                    if attempt == CHANGED_RETRIES or not _caused_by(error, LandingChangedError):
-                        raise
-                    log.warning("%s: %s; reading the table again", table, describe(error))
-                    _restart(report)
+            if full_refresh or not _unchanged(table, settings, report):
+                _run_pipeline(table, settings, report, full_refresh)
         report.table_rows = store.row_count(destination_table(table))
     except Exception as error:  # noqa: BLE001 - every failure becomes the table's report
         report.finish("failed", error=describe(error))
@@ -108,19 +116,122 @@ def load_table(
     return report
 
 
+def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refresh: bool) -> None:
+    """The table's dlt pipeline run, after what a killed run left is finished; read again from a
+    new listing when a listed file changed before it was read."""
+    from edxorg_s3_ingest.landing import LandingChangedError
+    from edxorg_s3_ingest.loads import table_pipeline, table_source
+
+    for attempt in range(CHANGED_RETRIES + 1):
+        pipeline = table_pipeline(table, settings, report)
+        finish_pending_loads(pipeline)
+        source = table_source(table, settings, report)
+        try:
+            pipeline.run(source, refresh="drop_resources" if full_refresh else None)
+            return
+        except Exception as error:
+            if attempt == CHANGED_RETRIES or not _caused_by(error, LandingChangedError):
+                raise
+            log.warning("%s: %s; reading the table again", table, describe(error))
+            _restart(report)
+
+
+def _unchanged(table: str, settings: Settings, report: TableReport) -> bool:
+    """SPEC §7, "a no-op run does one listing and nothing else": when no killed run left work
+    and the table's listing holds nothing its state does not already describe (no new or
+    changed file version, no new empty file, no file gone), dlt is not run at all (it would
+    extract an empty load package, then normalize and drop it). Asked under the table's lock.
+    The report gets what the source would have reported (source.read_table), from the same
+    plan."""
+    from edxorg_s3_ingest.incremental import preview
+    from edxorg_s3_ingest.landing import list_prod_files
+    from edxorg_s3_ingest.loads import has_pending_work, stored_resource_state
+
+    state = stored_resource_state(settings, table)
+    if state is None or has_pending_work(settings, table):
+        return False
+    listing = list_prod_files(settings.bucket_url, table)
+    work = preview(listing.files, state)
+    if not work.changes_nothing:
+        return False
+    report.files_seen = work.files_seen
+    report.files_skipped = work.files_skipped
+    report.misplaced_files = listing.misplaced
+    if not listing.files:
+        report.status = "no_prod_files"
+    return True
+
+
+def unchanged_in_dev(table: str, settings: Settings) -> TableReport | None:
+    """The report of a dev table with nothing new, decided in this process with neither dlt nor
+    pyarrow (`_unchanged`), or None when the table must be loaded (or a load would report a
+    problem: a busy table, a failed listing). The row count is the one the state records
+    (SPEC §5: the table holds exactly those rows) rather than one read from every Parquet
+    footer. Not for qa and production, whose loads check the lake first (store.preflight)."""
+    from edxorg_s3_ingest.incremental import expected_rows
+    from edxorg_s3_ingest.loads import stored_resource_state
+
+    if settings.environment != "dev":
+        return None
+    report = TableReport(table)
+    report.start()
+    try:
+        with table_lock(settings, table):
+            if not _unchanged(table, settings, report):
+                return None
+            state = stored_resource_state(settings, table)
+    except Exception:  # noqa: BLE001 - the table's load meets it again and reports it
+        return None
+    report.destination = str(settings.data_dir / destination_table(table))  # ParquetStore.uri
+    report.table_rows = expected_rows(state or {})
+    report.finish(report.status if report.status == "no_prod_files" else "unchanged")
+    return report
+
+
+def worker_count(requested: int | None, tables: int) -> int:
+    """The worker processes of a run: `requested`, else one per CPU; never more than tables."""
+    wanted = requested if requested is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, tables))
+
+
 def load_tables(
     tables: list[str],
     settings: Settings,
     full_refresh: bool = False,
     on_start: Callable[[TableReport], None] | None = None,
     on_done: Callable[[TableReport], None] | None = None,
+    workers: int | None = None,
+    on_log: Callable[[logging.LogRecord], None] | None = None,
 ) -> RunReport:
-    """Loads tables one after the other; a failed table does not stop the others."""
+    """Loads tables, `workers` at a time (default: one per CPU; 1: one after the other in this
+    process); a failed table does not stop the others.
+
+    `on_start` gets each table's report as it starts; with worker processes it is this
+    process's copy, which the worker's progress updates. `on_done` gets each final report, in
+    the order tables finish; `on_log` each log record of a worker (default: logged here).
+    The run's report lists the tables in the requested order.
+    """
+    from edxorg_s3_ingest.landing import DB_TABLE, unknown_table_folders
+
     run = RunReport(settings.environment, {})
-    for table in tables:
-        run.tables[table] = load_table(table, settings, full_refresh, on_start)
+    reports = {} if full_refresh else _unchanged_tables(tables, settings)
+    for report in reports.values():
+        if on_start:
+            on_start(report)
         if on_done:
-            on_done(run.tables[table])
+            on_done(report)
+    left = [table for table in tables if table not in reports]
+    count = worker_count(workers, len(left))
+    if count > 1:
+        from edxorg_s3_ingest.workers import load_in_workers
+
+        reports |= load_in_workers(left, settings, full_refresh, count, on_start, on_done, on_log)
+    else:
+        for table in left:
+            reports[table] = load_table(table, settings, full_refresh, on_start)
+            if on_done:
+                on_done(reports[table])
+    run.tables = {table: reports[table] for table in tables}
     # Folders under db_table/ that no table reads: one listing, once some table could list.
     listed = any(report.status != "failed" for report in run.tables.values())
     unknown = unknown_table_folders(settings.bucket_url, TABLES) if listed else []
@@ -130,10 +241,9 @@ def load_tables(
             "see --list-tables): %s",
             len(unknown),
             settings.bucket_url.rstrip("/"),
-            landing.DB_TABLE,
+            DB_TABLE,
             ", ".join(repr(name) for name in unknown),
         )
-    # In the --json report once RunReport has this field (report.py).
     run.unknown_table_folders = unknown
     if tables and all(report.status == "no_prod_files" for report in run.tables.values()):
         run.error = (
@@ -144,9 +254,27 @@ def load_tables(
     return run
 
 
+def _unchanged_tables(tables: list[str], settings: Settings) -> dict[str, TableReport]:
+    """The reports of the dev tables with nothing new, found before any table is loaded: a run
+    with nothing new lists the landing zone and ends, with no worker process started. S3
+    listings overlap (they wait on the network)."""
+    from edxorg_s3_ingest.landing import is_s3
+
+    if settings.environment != "dev":
+        return {}
+    if not is_s3(settings.bucket_url):  # a local listing has no wait to overlap
+        found = [unchanged_in_dev(table, settings) for table in tables]
+        return {report.table: report for report in found if report is not None}
+    with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
+        found = list(pool.map(lambda table: unchanged_in_dev(table, settings), tables))
+    return {report.table: report for report in found if report is not None}
+
+
 def describe(error: BaseException) -> str:
     """The innermost cause, which names the thing to fix, rather than dlt's step wrapper; with
     any credential value of this process masked (it must never reach a report or a log)."""
+    from edxorg_s3_ingest.landing import redact
+
     while error.__cause__ is not None or error.__context__ is not None:
         inner = error.__cause__ or error.__context__
         if type(error).__module__.startswith("dlt"):

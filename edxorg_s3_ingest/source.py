@@ -6,37 +6,48 @@ What it read is written into the load package state, where the destination finds
 exactly those courses (consolidation.py); the file versions go into the resource state, which dlt
 commits in the same package: state and data advance together.
 
-Speed (benchmarks/README.md): four stages overlap, each on a thread of its own and mostly in
-pyarrow with the GIL released. A scan thread fetches each file and pre-scans it (its quoting); a
-read thread parses it and appends the lineage columns (slices of arrays built once per file,
-never per-row Python objects); a write thread writes the rows as Parquet, in row groups of about
-`TABLE_ROWS` rows and the column order of dlt's schema; the main thread hands each finished
-Parquet file to dlt as an imported file (`dlt.mark.with_file_import`: a hard link, not a second
-encoding). A large source file gets a Parquet file of its own, so that its staged file holds
-exactly one course; small ones share files (few staged files, few load jobs).
+Speed and memory (benchmarks/): the stages overlap, each on a thread of its own and mostly in
+pyarrow with the GIL released, with at most READ_AHEAD items between two of them. Files are
+fetched in order: local ones read in place, remote ones FETCH_CONCURRENCY GETs at a time (a
+small pool: S3 answers each GET after a round trip, whatever its size); a small file
+(SMALL_FILE_BYTES) is fetched into memory, never to disk. A scan thread pre-scans each file
+(its quoting). A read thread parses it and appends the lineage columns (slices of arrays built
+once per file, never per-row Python objects); small files are parsed TOGETHER_BYTES at a time
+in one pyarrow read per header (`tsv.read_together`), their lineage built by one `take`. A
+write thread writes the rows as Parquet, in row groups of TABLE_ROWS rows or TABLE_BYTES bytes
+and the column order of dlt's schema; the main thread hands each finished Parquet file to dlt
+as an imported file (`dlt.mark.with_file_import`: a hard link, not a second encoding). A large
+source file (the MAX_OWN_FILES largest of OWN_FILE_BYTES or more) gets a Parquet file of its
+own: its staged file holds exactly one course, which the store publishes as it is (a hard
+link); the others share files, which the store splits by course (few staged files, few load
+jobs). Arrow allocates from jemalloc (`use_lean_memory_pool`).
 """
 
 import base64
+import collections
 import functools
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, suppress
 from typing import NamedTuple
 
 import dlt
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.incremental import plan
-from edxorg_s3_ingest.landing import LandingFile, fetch, list_prod_files
+from edxorg_s3_ingest.landing import LandingFile, fetch, is_local, list_prod_files
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
-from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile
+from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile, read_together
 
 MANIFEST_KEY = "edxorg_s3_ingest"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -128,25 +139,64 @@ def rejects_batch(
 
 
 TABLE_ROWS = 65_536
-"""Rows per Parquet row group (a group of the reader's batches of one file)."""
-READ_AHEAD = 2
+"""Rows per Parquet row group at most (the reader's batches of one file, or of many small
+files, gathered)..."""
+TABLE_BYTES = 4 << 20
+"""... and Arrow bytes per row group at most (long JSON rows): with READ_AHEAD and
+SEGMENT_BYTES, what bounds the memory of a table's load (larger ones cost as much CPU and more
+memory: courseware_studentmodule of benchmarks/data/medium, 16 MB and 8 MB segments: peak RSS
+440 MB; 4 MB and 2 MB: 320 MB)."""
+SEGMENT_BYTES = 2 << 20
+"""Bytes of a large file pre-scanned and parsed at once (`TsvFile` segments)."""
+READ_AHEAD = 1
 """Items a thread may hold ready beyond the one its consumer works on: bounds the memory."""
 SCAN_AHEAD = 1
 """Files pre-scanned ahead of the one being parsed."""
-OWN_FILE_BYTES = 4 << 20
-"""A source file this large gets a Parquet file of its own (one staged file, one course)..."""
+SMALL_FILE_BYTES = 1 << 20
+"""A file this small is fetched into memory (never to disk) and read with others
+(`tsv.read_together`)..."""
+TOGETHER_BYTES = 4 << 20
+"""... up to this many bytes of them at once."""
+FETCH_CONCURRENCY_ENV = "EDXORG_S3_INGEST_FETCH_CONCURRENCY"
+FETCH_CONCURRENCY = 8
+"""GETs in flight at once for a landing zone on S3 (or another remote filesystem), so that
+many small files are not one round trip each; `EDXORG_S3_INGEST_FETCH_CONCURRENCY` overrides
+it (1: one file after the other). Local files are read in place, one after the other."""
+FETCH_AHEAD_BYTES = 64 << 20
+"""Bytes of files being fetched or fetched and not yet pre-scanned, at most (a larger file is
+fetched alone)."""
+OWN_FILE_BYTES = 2 << 20
+"""A source file this large gets a Parquet file of its own (one staged file, one course: the
+store publishes it as it is, with no second encoding)..."""
 MAX_OWN_FILES = 64
 """... but only the largest MAX_OWN_FILES of a run; the others share Parquet files of up to
-SHARED_FILE_BYTES source bytes. Few staged files matter: dlt loads each as a job, every job
-rewrites the whole package state, and with many jobs dlt's loader threads have crashed
-(SIGSEGV in orjson, 1 run in 5 at 1,000 jobs; benchmarks/README.md)."""
+SHARED_FILE_BYTES source bytes, which the store splits by course. Few staged files matter:
+dlt loads each as a job, and a job costs about what splitting 2 MB of rows out of a shared
+file costs (it is extracted, normalized and loaded, and every job rewrites the whole package
+state); with 1,000 jobs on dlt's 20 loader threads, dlt has crashed (SIGSEGV in orjson, 1 run
+in 5; destination.py runs 4 jobs at most at once)."""
 SHARED_FILE_BYTES = 256 << 20
 PARQUET_OPTIONS = {"version": "2.4", "compression": "snappy"}
 """What dlt's own Parquet writer uses (dlt.common.data_writers.writers.ParquetDataWriter)."""
 
 
+@functools.cache
+def use_lean_memory_pool() -> None:
+    """Arrow allocates from jemalloc rather than its default mimalloc, where there is one.
+
+    The load's buffers are short-lived and move between threads (parsed on pyarrow's threads,
+    decoded on the read thread, written on the writer's): mimalloc kept more of them for the same
+    CPU (courseware_studentmodule of benchmarks/data/medium: peak RSS 400 MB against 320 MB,
+    with under 40 MB of live Arrow memory). Once per process; process-wide. (Arrow still sets
+    mimalloc up for its own defaults: `ARROW_DEFAULT_MEMORY_POOL=jemalloc` in the environment of
+    a worker process saves about 30 MB more.)"""
+    with suppress(NotImplementedError):  # a pyarrow built without jemalloc: its default
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
     """The body of one table's resource."""
+    use_lean_memory_pool()
     listing = list_prod_files(bucket_url, table)
     state = dlt.current.resource_state()
     work = plan(listing.files, state)
@@ -165,11 +215,12 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
         yield _rejects(table, file, [Reject(None, "empty_file", b"")], load_id)
     courses: dict[str, dict] = {}
     columns = _Columns.of(destination_table(table))
+    own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
     with tempfile.TemporaryDirectory(prefix="edxorg-") as scratch:
-        scanned = _read_ahead(_scan_files(work.to_read, scratch), "edxorg-scan", SCAN_AHEAD)
-        parsed = _read_ahead(_read_files(scanned, load_id), "edxorg-read")
-        own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
-        events = _read_ahead(_write_files(parsed, scratch, columns, own), "edxorg-write")
+        fetched = _fetched(work.to_read, scratch, own)
+        scanned = _read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
+        parsed = _read_ahead(_read_files(scanned, load_id, own), "edxorg-read")
+        events = _read_ahead(_write_files(parsed, scratch, columns), "edxorg-write")
         with closing(events):  # the threads end before their scratch folder goes
             for event in events:
                 if isinstance(event, _Written):
@@ -198,15 +249,35 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
         state.setdefault("rows", {}).update({course: e["rows"] for course, e in courses.items()})
 
 
-class _Rows(NamedTuple):
-    """Rows of one source file, with lineage."""
+class _Fetched(NamedTuple):
+    """One file's bytes (a small file), or a local path holding them, and the scratch folder
+    of its download (None: nothing to remove)."""
 
     file: LandingFile
+    source: str | bytes
+    folder: str | None
+
+
+class _Scanned(NamedTuple):
+    """A fetched file, pre-scanned: its TsvFile (None if unreadable) and its rejects so far."""
+
+    file: LandingFile
+    tsv: TsvFile | None
+    rejects: list[Reject]
+    folder: str | None
+
+
+class _Rows(NamedTuple):
+    """Rows with lineage: of one source file that gets its own Parquet file (`own_url`), or of
+    any number of files for the shared one (None)."""
+
     table: pa.Table
+    own_url: str | None
 
 
 class _FileRead(NamedTuple):
-    """The end of one source file: its TsvFile (None if unreadable), its rejects, its rows."""
+    """The end of one source file, once all its rows went before: its TsvFile (None if
+    unreadable), its rejects, its rows."""
 
     file: LandingFile
     tsv: TsvFile | None
@@ -222,34 +293,127 @@ class _Written(NamedTuple):
     schema: pa.Schema
 
 
-def _scan_files(files: list[LandingFile], scratch: str) -> Iterator:
-    """Each file fetched and pre-scanned (`TsvFile` reads its header and decides its quoting),
-    as (file, TsvFile or None if unreadable, rejects). Runs on the scan thread, ahead of the
-    parse; its downloads take turns in SCAN_AHEAD + 2 folders, so that a file is never fetched
-    over one that is still being parsed."""
-    folders = [os.path.join(scratch, f"fetch-{n}") for n in range(SCAN_AHEAD + 2)]
-    for folder in folders:
-        os.mkdir(folder)
-    for number, file in enumerate(files):
-        rejects: list[Reject] = []
+def fetch_concurrency() -> int:
+    """FETCH_CONCURRENCY, or the positive integer in EDXORG_S3_INGEST_FETCH_CONCURRENCY."""
+    value = os.environ.get(FETCH_CONCURRENCY_ENV, "").strip()
+    return max(int(value), 1) if value.isdigit() else FETCH_CONCURRENCY
+
+
+def _fetch_one(number: int, file: LandingFile, scratch: str, own: set[str]) -> _Fetched:
+    """A small file's bytes; a large one's local path (the file itself, or a download into a
+    folder of its own, removed once the file is read)."""
+    if file.size <= SMALL_FILE_BYTES and file.url not in own:
+        return _Fetched(file, fetch(file.url, scratch, file.size, in_memory=True), None)
+    if is_local(file.url):
+        return _Fetched(file, fetch(file.url, scratch, file.size), None)
+    folder = os.path.join(scratch, f"fetch-{number}")
+    os.mkdir(folder)
+    return _Fetched(file, fetch(file.url, folder, file.size), folder)
+
+
+def _fetched(files: list[LandingFile], scratch: str, own: set[str]) -> Iterator[_Fetched]:
+    """Each file fetched, in order. Remote files are fetched `fetch_concurrency()` at a time
+    (a small thread pool: S3 answers each GET after a round trip, whatever its size), at most
+    FETCH_AHEAD_BYTES ahead of the consumer; an error is raised when its file's turn comes.
+    Runs on the scan thread."""
+    concurrency = fetch_concurrency()
+    if concurrency == 1 or all(is_local(file.url) for file in files):
+        for number, file in enumerate(files):
+            yield _fetch_one(number, file, scratch, own)
+        return
+    pending: collections.deque = collections.deque()
+    ahead = 0
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="edxorg-fetch") as pool:
         try:
-            folder = folders[number % len(folders)]
-            tsv = TsvFile(fetch(file.url, folder, file.size), rejects.append)
-        except InvalidHeaderError as error:
-            rejects.append(Reject(1, "invalid_header", str(error).encode()))
-            tsv = None
-        yield file, tsv, rejects
+            for number, file in enumerate(files):
+                while pending and (
+                    len(pending) >= concurrency or ahead + file.size > FETCH_AHEAD_BYTES
+                ):
+                    ahead -= pending[0][0].size
+                    yield pending.popleft()[1].result()
+                pending.append((file, pool.submit(_fetch_one, number, file, scratch, own)))
+                ahead += file.size
+            while pending:
+                yield pending.popleft()[1].result()
+        finally:  # stopped, or failed: nothing more starts, what runs ends with the pool
+            for _, future in pending:
+                future.cancel()
 
 
-def _read_files(scanned: Iterator, load_id: str) -> Iterator:
-    """Each scanned file's rows with lineage as tables of about TABLE_ROWS rows, then a
-    _FileRead. Runs on the read thread: no dlt calls here (dlt's context is the main thread's)."""
-    for file, tsv, rejects in scanned:
+def _scan_files(fetched: Iterator[_Fetched]) -> Iterator[_Scanned]:
+    """Each fetched file pre-scanned (`TsvFile` reads its header and decides its quoting).
+    Runs on the scan thread, ahead of the parse."""
+    with closing(fetched):
+        for file, source, folder in fetched:
+            rejects: list[Reject] = []
+            try:
+                tsv = TsvFile(source, rejects.append, segment_bytes=SEGMENT_BYTES)
+            except InvalidHeaderError as error:
+                rejects.append(Reject(1, "invalid_header", str(error).encode()))
+                tsv = None
+            yield _Scanned(file, tsv, rejects, folder)
+
+
+def _read_files(scanned: Iterator[_Scanned], load_id: str, own: set[str]) -> Iterator:
+    """Each scanned file's rows with lineage as tables of about TABLE_ROWS rows, then its
+    _FileRead. Small files in memory are read together (TOGETHER_BYTES at a time) and their
+    rows go as one table per header. Runs on the read thread: no dlt calls here (dlt's context
+    is the main thread's)."""
+    together: list[_Scanned] = []
+    together_bytes = 0
+    for item in scanned:
+        file, tsv, rejects, folder = item
+        if tsv is not None and tsv.path is None and file.url not in own:
+            together.append(item)
+            together_bytes += file.size
+            if together_bytes >= TOGETHER_BYTES:
+                yield from _read_together(together, load_id)
+                together, together_bytes = [], 0
+            continue
         if tsv is not None:
             lineage = Lineage(file, load_id)
-            for rows in _tables(tsv.batches(), TABLE_ROWS):
-                yield _Rows(file, lineage.add(rows))
-        yield _FileRead(file, tsv, rejects)
+            own_url = file.url if file.url in own else None
+            for rows in _tables(tsv.batches()):
+                yield _Rows(lineage.add(rows), own_url)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        yield _FileRead(file, tsv, rejects, tsv.rows if tsv is not None else 0)
+    yield from _read_together(together, load_id)
+
+
+def _read_together(files: list[_Scanned], load_id: str) -> Iterator:
+    """Small files' rows, read together, as tables of about TABLE_ROWS rows of one header
+    each, then each file's _FileRead."""
+    read_together([tsv for _, tsv, _, _ in files])
+    by_header: dict[tuple, list[tuple[LandingFile, list[pa.RecordBatch], int]]] = {}
+    for file, tsv, _, _ in files:
+        batches = list(tsv.batches())  # its share of the rows read together, or its own read
+        by_header.setdefault(tuple(tsv.header), []).append((file, batches, tsv.rows))
+    for group in by_header.values():
+        batches = [batch for _, batches, _ in group for batch in batches]
+        if batches:
+            rows = pa.Table.from_batches(batches)
+            rows = _many_lineage(rows, [(file, count) for file, _, count in group], load_id)
+            for start in range(0, rows.num_rows, TABLE_ROWS):
+                yield _Rows(rows.slice(start, TABLE_ROWS), None)
+    for file, tsv, rejects, _ in files:
+        yield _FileRead(file, tsv, rejects, tsv.rows)
+
+
+def _many_lineage(rows: pa.Table, files: list[tuple[LandingFile, int]], load_id: str) -> pa.Table:
+    """Rows of consecutive files (each with its row count) with the lineage columns of SPEC
+    §4: each file's values repeated by an Arrow `take`, no Python object per row."""
+    owner = pa.array(np.repeat(np.arange(len(files)), [count for _, count in files]), pa.int32())
+    values = [
+        pa.array([file.course_id for file, _ in files], pa.string()),
+        pa.array([file.url for file, _ in files], pa.string()),
+        pa.array([file.modified for file, _ in files], TIMESTAMP),
+    ]
+    lineage = [column.take(owner) for column in values]
+    lineage.append(pa.repeat(pa.scalar(load_id, pa.string()), rows.num_rows))
+    return pa.Table.from_arrays(
+        [*rows.columns, *lineage], names=[*rows.schema.names, *Lineage.NAMES]
+    )
 
 
 class _Columns:
@@ -288,31 +452,33 @@ class _Columns:
 
 
 class _Parquet:
-    """One Parquet file being written, in row groups of at least TABLE_ROWS rows (but the last):
-    the tables of small source files are gathered first. Dictionary encoding only for the
-    columns whose first rows repeat values (lineage, flags, codes): trying it on ids and JSON
-    costs time for nothing."""
+    """One Parquet file being written, in row groups of TABLE_ROWS rows or TABLE_BYTES bytes
+    (whichever comes first; the last one smaller): the tables of small source files are
+    gathered first. Dictionary encoding only for the columns whose first rows repeat values
+    (lineage, flags, codes): trying it on ids and JSON costs time for nothing."""
 
     def __init__(self, path: str, first: pa.Table) -> None:
         self.path, self.rows, self.source_bytes = path, 0, 0
+        self.schema = first.schema
         self.writer = pq.ParquetWriter(
             path, first.schema, use_dictionary=_repetitive(first), **PARQUET_OPTIONS
         )
         self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+        self._pending_rows = self._pending_bytes = 0
 
     def write(self, rows: pa.Table) -> None:
         self._pending.append(rows)
         self._pending_rows += rows.num_rows
+        self._pending_bytes += rows.nbytes
         self.rows += rows.num_rows
-        if self._pending_rows >= TABLE_ROWS:
+        if self._pending_rows >= TABLE_ROWS or self._pending_bytes >= TABLE_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending_rows:
             group = pa.concat_tables(self._pending)
             self.writer.write_table(group, row_group_size=group.num_rows)
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def close(self) -> _Written:
         self._flush()
@@ -337,13 +503,13 @@ def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFi
     return sorted(large, key=lambda file: (-file.size, file.url))[:count]
 
 
-def _write_files(events: Iterator, scratch: str, columns: _Columns, own_urls: set[str]) -> Iterator:
-    """The reader's rows written as Parquet (on the writer thread): a large source file into a
-    file of its own, smaller ones into a shared file. Passes each _FileRead on, with its rows,
-    and a _Written for each finished Parquet file."""
+def _write_files(events: Iterator, scratch: str, columns: _Columns) -> Iterator:
+    """The reader's rows written as Parquet (on the writer thread): a large source file's into
+    a file of its own, the others' into a shared file. Passes each _FileRead on, and a _Written
+    for each finished Parquet file."""
     own: _Parquet | None = None
     shared: _Parquet | None = None
-    rows, number = 0, 0
+    own_url, number = None, 0
 
     def new(first: pa.Table) -> _Parquet:
         nonlocal number
@@ -354,32 +520,30 @@ def _write_files(events: Iterator, scratch: str, columns: _Columns, own_urls: se
         for event in events:
             if isinstance(event, _Rows):
                 table = columns.arrange(event.table)
-                if event.file.url in own_urls:
-                    if own is None:
-                        own = new(table)
-                    elif table.schema != own.writer.schema:  # cannot happen: one header
+                if event.own_url is not None:
+                    if own is not None and table.schema != own.schema:  # one header: never
                         yield own.close()
-                        own = new(table)
+                        own = None
+                    if own is None:
+                        own, own_url = new(table), event.own_url
                     own.write(table)
-                else:
-                    if shared is not None and table.schema != shared.writer.schema:
-                        yield shared.close()
-                        shared = None
-                    if shared is None:
-                        shared = new(table)
-                    shared.write(table)
-                rows += table.num_rows
+                    continue
+                if shared is not None and table.schema != shared.schema:
+                    yield shared.close()
+                    shared = None
+                if shared is None:
+                    shared = new(table)
+                shared.write(table)
                 continue
-            yield event._replace(rows=rows)
-            rows = 0
-            if own is not None:
+            if own is not None and event.file.url == own_url:
                 yield own.close()
                 own = None
-            elif shared is not None and event.file.url not in own_urls:
+            elif shared is not None:
                 shared.source_bytes += event.file.size
                 if shared.source_bytes >= SHARED_FILE_BYTES:
                     yield shared.close()
                     shared = None
+            yield event
         if shared is not None:
             yield shared.close()
             shared = None
@@ -389,19 +553,21 @@ def _write_files(events: Iterator, scratch: str, columns: _Columns, own_urls: se
                 parquet.writer.close()
 
 
-def _tables(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """Consecutive batches (one schema) grouped into tables of at least `rows` rows, zero-copy."""
+def _tables(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+    """Consecutive batches (one schema) grouped into tables of TABLE_ROWS rows or TABLE_BYTES
+    bytes (whichever comes first), zero-copy."""
     group: list[pa.RecordBatch] = []
-    count = 0
+    rows = size = 0
     for batch in batches:
         if group and batch.schema != group[0].schema:
             yield pa.Table.from_batches(group)
-            group, count = [], 0
+            group, rows, size = [], 0, 0
         group.append(batch)
-        count += batch.num_rows
-        if count >= rows:
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows >= TABLE_ROWS or size >= TABLE_BYTES:
             yield pa.Table.from_batches(group)
-            group, count = [], 0
+            group, rows, size = [], 0, 0
     if group:
         yield pa.Table.from_batches(group)
 
@@ -453,11 +619,6 @@ def _read_ahead(items: Iterator, name: str, depth: int = READ_AHEAD) -> Iterator
     finally:
         stop.set()
         thread.join()
-
-
-def expected_rows(resource_state: dict) -> int:
-    """The rows the table holds after the loads this state describes (SPEC §5)."""
-    return sum(resource_state.get("rows", {}).values())
 
 
 def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str):

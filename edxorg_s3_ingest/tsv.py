@@ -1,6 +1,7 @@
 """Reads one landing-zone TSV file (SPEC §2 dialect) as Arrow record batches, streaming.
 
-Two passes over the local file, both in bounded memory:
+A file is read from its path, or from its bytes when it is small (`TsvFile(data, ...)`: fetched
+into memory, read once). Two passes, both in bounded memory:
 
 1. Pre-scan (`tsv_scan.scan`): decides quoting for the whole file, SPEC §2: the file is read with
    quoting when every field that starts with `"` is well-formed (closing quote followed by TAB,
@@ -8,9 +9,16 @@ Two passes over the local file, both in bounded memory:
    `"` is plain text. So `unclosed_quote` is never a reject reason: an unclosed quote turns the
    file unquoted and the line then loads as written, or is rejected as ragged. The scan also
    notes record starts (byte offset, line) about every `segment_bytes`.
-2. Parse: each segment of whole records goes through pyarrow.csv (C++, multi-threaded); edX
-   escapes are decoded after parsing with pyarrow substring replacement (`\\\\` first, to a
-   stand-in byte), only in chunks holding a `\\`, on all cores.
+2. Parse: each segment of whole records goes through pyarrow.csv (C++; multi-threaded when the
+   segment spans several parse blocks); edX escapes are decoded after parsing with pyarrow
+   substring replacement (`\\\\` first, to a stand-in byte), only in chunks holding a `\\`,
+   and only the passes for the escapes that chunk holds.
+
+Small files: `read_together` parses many in-memory files that share a header and quoting with
+one pyarrow read (a read costs about the same for 2 KB as for 4 MB); each file's `batches()`
+then yields its own rows, numbered in its own lines. A group in which anything needs more than
+the fast path below (a ragged line, invalid UTF-8, a blank line...) is not read together: each
+of its files is then read on its own, with its rejects, exactly as always.
 
 Exactness, checked per segment; a segment that fails a check goes to the slow path:
 - Lines: a segment starts at a known line; rows are lines unless a quoted field holds an LF, in
@@ -32,13 +40,13 @@ is only rejected as ragged), and parses the kept records with pyarrow, with expl
 """
 
 import codecs
+import copy
+import io
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from itertools import pairwise
 
 import numpy as np
@@ -51,6 +59,7 @@ from edxorg_s3_ingest import tsv_scan
 SOURCE_LINE = "_source_line"
 _MAX_HEADER = 1 << 20
 _LF = 0x0A
+_BACKSLASH = 0x5C
 _HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = re.compile(r"\\([\\tnr])")
 _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
@@ -83,28 +92,33 @@ def decode_escapes(value: str) -> str:
 class TsvFile:
     """One landing-zone file: its header, and its rows as Arrow record batches.
 
-    Every column is a string; `NULL` is null; `_source_line` is the physical line (header = 1)
-    where the row starts. Lines that cannot be rows go to `on_reject`, never into a batch.
-    After `batches()` is exhausted, `rows` holds the rows loaded and `rejected` the rejects by
-    reason; `rows + rejected["ragged_line"]` is the number of data records.
+    `source` is the file's path, or its bytes. Every column is a string; `NULL` is null;
+    `_source_line` is the physical line (header = 1) where the row starts. Lines that cannot be
+    rows go to `on_reject`, never into a batch. After `batches()` is exhausted, `rows` holds the
+    rows loaded and `rejected` the rejects by reason; `rows + rejected["ragged_line"]` is the
+    number of data records.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        source: str | os.PathLike | bytes,
         on_reject: Callable[[Reject], None],
         batch_rows: int = 65_536,
         *,
         segment_bytes: int = 16 << 20,
         parse_block_bytes: int = 4 << 20,
     ) -> None:
-        self.path = os.fspath(path)
+        if isinstance(source, bytes | bytearray | memoryview):
+            self.path, self._data = None, bytes(source)
+        else:
+            self.path, self._data = os.fspath(source), None
         self.on_reject = on_reject
         self.batch_rows = batch_rows
         self._parse_block = parse_block_bytes
+        self._parsed: pa.Table | None = None
         self.rows = 0
         self.rejected: Counter[str] = Counter()
-        with open(self.path, "rb") as stream:
+        with self._open() as stream:
             first = stream.readline(_MAX_HEADER)
             self.header = _header(first)
             scan = tsv_scan.scan(stream, len(first), max(segment_bytes, 2))
@@ -112,12 +126,24 @@ class TsvFile:
         self._cuts = scan.cuts
         self._names = [*self.header, SOURCE_LINE]
 
+    def _open(self) -> io.BufferedIOBase:
+        return io.BytesIO(self._data) if self._data is not None else open(self.path, "rb")
+
     def batches(self) -> Iterator[pa.RecordBatch]:
         self.rows, self.rejected = 0, Counter()
-        with open(self.path, "rb") as stream:
+        if self._parsed is not None:  # read with other files by read_together
+            table, self._parsed = self._parsed, None
+            self.rows = table.num_rows
+            if table.num_rows:
+                yield from table.to_batches(max_chunksize=self.batch_rows)
+            return
+        with self._open() as stream:
             for (start, line), (stop, next_line) in pairwise(self._cuts):
-                stream.seek(start)
-                segment = stream.read(stop - start)
+                if self._data is not None:
+                    segment = self._data[start:stop]
+                else:
+                    stream.seek(start)
+                    segment = stream.read(stop - start)
                 line_starts = next_line - line + (segment[-1:] != b"\n")
                 table = self._fast(segment, line, line_starts)
                 if table is None:
@@ -254,8 +280,10 @@ class TsvFile:
             segment = _BOM + segment
             block = max(block, 2 * len(_BOM))
         while True:
+            # Threads only for several blocks: for one, they add hand-offs (and memory).
+            threads = ragged is None and len(segment) > block
             options = pa_csv.ReadOptions(
-                column_names=self.header, block_size=block, use_threads=ragged is None
+                column_names=self.header, block_size=block, use_threads=threads
             )
             try:
                 return pa_csv.read_csv(
@@ -278,6 +306,53 @@ class TsvFile:
         return pa.schema(
             [*((name, pa.string()) for name in self.header), (SOURCE_LINE, pa.int64())]
         )
+
+
+def read_together(files: Iterable[TsvFile]) -> None:
+    """Reads the rows of in-memory files (small files) with one pyarrow read per group of files
+    sharing a header and quoting; each file's next `batches()` yields its own.
+
+    The group's segments are joined (each ending with an LF) and go through the fast path
+    once; the rows then split by the lines each file brought, and their `_source_line` is
+    renumbered in each file's own lines. A group whose joined reading is anything but clean (no
+    reject, no fallback to the slow path) is left alone: its files read themselves one by one,
+    as they always do, with their rejects. Files of no group, or of a group of one, too."""
+    groups: dict[tuple, list[TsvFile]] = defaultdict(list)
+    for tsv in files:
+        if tsv._data is not None and tsv._cuts[-1][0] > tsv._cuts[0][0]:
+            groups[(tuple(tsv.header), tsv.quoted)].append(tsv)
+    for group in groups.values():
+        if len(group) > 1:
+            _read_group(group)
+
+
+def _read_group(group: list[TsvFile]) -> None:
+    segments, lines = [], []
+    for tsv in group:
+        segment = tsv._data[tsv._cuts[0][0] : tsv._cuts[-1][0]]  # all its records
+        if not segment.endswith(b"\n"):
+            segment += b"\n"  # as at the end of the file: the record ends there either way
+        segments.append(segment)
+        lines.append(segment.count(b"\n"))
+    joined = b"".join(segments)
+    rejected: list[Reject] = []
+    reader = copy.copy(group[0])  # its header, quoting and parse options; rejects kept here
+    reader.on_reject, reader.rejected = rejected.append, Counter()
+    table = reader._fast(joined, 0, sum(lines))
+    if table is None or rejected:
+        return
+    # Row i starts on line first[i] of the joined segments (0-based); file k brought lines
+    # [ends[k] - lines[k], ends[k]).
+    first = table.column(SOURCE_LINE).to_numpy()
+    ends = np.cumsum(lines)
+    bounds = np.searchsorted(first, ends - lines)
+    owner = np.repeat(np.arange(len(group)), np.diff(np.append(bounds, len(first))))
+    own_lines = first - (ends - lines)[owner] + 2
+    table = table.set_column(
+        table.schema.get_field_index(SOURCE_LINE), SOURCE_LINE, pa.array(own_lines, pa.int64())
+    )
+    for tsv, start, stop in zip(group, bounds, [*bounds[1:], len(first)], strict=True):
+        tsv._parsed = table.slice(start, stop - start)
 
 
 def _header(first: bytes) -> list[str]:
@@ -344,23 +419,34 @@ def _has_blank_line(segment: bytes, columns: list[pa.ChunkedArray]) -> bool:
 def _decode_columns(
     columns: list[pa.ChunkedArray], cr: bytes | None, has_backslash: bool
 ) -> list[pa.ChunkedArray]:
-    """Undoes the CR stand-in and the edX escapes, chunk by chunk on all cores (pyarrow and
-    numpy release the GIL)."""
+    """Undoes the CR stand-in and the edX escapes, chunk by chunk, on this thread: a pool of
+    threads for it used more CPU and memory for no shorter load (pyarrow's parse is already
+    multi-threaded and the load's other stages fill the cores)."""
 
     def decode(chunk: pa.Array) -> pa.Array:
         if cr and _holds(chunk, cr[:1]):
-            chunk = pc.replace_substring(chunk, cr, b"\r")
-        if has_backslash and _holds(chunk, b"\\"):
-            # `\\\\` first, to a stand-in, so that `\\\\n` stays backslash + n.
-            chunk = pc.replace_substring(chunk, b"\\\\", _BACKSLASH_STAND_IN)
-            for code, char in _ESCAPES:
-                chunk = pc.replace_substring(chunk, code, char)
-            chunk = pc.replace_substring(chunk, _BACKSLASH_STAND_IN, b"\\")
+            if len(cr) == 1:
+                chunk = _replace_byte(chunk, cr[0], ord("\r"))
+            else:
+                chunk = pc.replace_substring(chunk, cr, b"\r")
+        if has_backslash and (after := _after_backslash(chunk)):
+            codes = [(code, char) for code, char in _ESCAPES if code[1] in after]
+            if ord("\\") not in after:
+                for code, char in codes:
+                    chunk = pc.replace_substring(chunk, code, char)
+            elif not codes:
+                chunk = pc.replace_substring(chunk, b"\\\\", b"\\")
+            else:
+                # `\\\\` first, to a stand-in, so that `\\\\n` stays backslash + n.
+                chunk = pc.replace_substring(chunk, b"\\\\", _BACKSLASH_STAND_IN)
+                for code, char in codes:
+                    chunk = pc.replace_substring(chunk, code, char)
+                chunk = _replace_byte(chunk, _BACKSLASH_STAND_IN[0], _BACKSLASH)
         return chunk
 
-    decoded = iter(_pool().map(decode, [chunk for column in columns for chunk in column.chunks]))
     return [
-        pa.chunked_array([next(decoded) for _ in column.chunks], column.type) for column in columns
+        pa.chunked_array([decode(chunk) for chunk in column.chunks], column.type)
+        for column in columns
     ]
 
 
@@ -372,15 +458,39 @@ def _unused_character(segment: bytes) -> bytes | None:
     )
 
 
+def _after_backslash(chunk: pa.Array) -> set[int]:
+    """The bytes that follow a backslash in the chunk's data (numpy: one comparison and a
+    count). Each decoding pass is a copy of the chunk: only those of escapes present are run.
+    A pass is skipped only when its two-byte sequence occurs nowhere, so skipping it is exact
+    (pairing `\\\\` first never puts a backslash before a byte that did not follow one)."""
+    data = chunk.buffers()[2]
+    if data is None:
+        return set()
+    values = np.frombuffer(data, np.uint8)
+    following = values[np.flatnonzero(values[:-1] == _BACKSLASH) + 1]
+    return set(np.flatnonzero(np.bincount(following, minlength=256)).tolist())
+
+
+def _replace_byte(chunk: pa.Array, old: int, new: int) -> pa.Array:
+    """The binary chunk with every byte `old` replaced by `new`: one numpy pass over a copy of
+    its data (lengths stay, so the offsets are shared); several times faster than a
+    substring replacement."""
+    validity, offsets, data = chunk.buffers()
+    values = np.frombuffer(data, np.uint8).copy()
+    values[values == old] = new
+    return pa.Array.from_buffers(
+        chunk.type,
+        len(chunk),
+        [validity, offsets, pa.py_buffer(values)],
+        chunk.null_count,
+        chunk.offset,
+    )
+
+
 def _holds(chunk: pa.Array, byte: bytes) -> bool:
     """Whether the chunk's data buffer holds the byte (numpy: faster than match_substring)."""
     data = chunk.buffers()[2]
     return data is not None and bool((np.frombuffer(data, np.uint8) == byte[0]).any())
-
-
-@cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tsv-decode")
 
 
 def _as(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:

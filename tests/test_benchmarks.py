@@ -35,7 +35,9 @@ def test_smoke_set_rows_equal_in_all_approaches(tmp_path):
     assert set(report["approaches"]) == set(APPROACHES)
     for name in APPROACHES:
         measured = report["approaches"][name]
-        assert measured["wall_s"] > 0 and measured["peak_rss_mb"] > 0 and "cpu_s" in measured
+        assert measured["wall_s"] > 0 and "cpu_s" in measured
+        # The whole process tree's memory, never less than its largest process's.
+        assert measured["peak_rss_mb"] >= measured["largest_process_rss_mb"] > 0
     for name in ("project", "original", "duckdb"):
         assert report["approaches"][name]["mb_per_s"] > 0
         assert report["approaches"][name]["rows_per_s"] > 0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import free_port, running_server
 
 from conftest import REPO
+from servers import free_port, running_server
 
 DOCKERFILE = REPO / "Dockerfile"
 HELM_VALUES = REPO / "deploy" / "helm" / "values.yaml"

@@ -1,8 +1,9 @@
 """incremental.plan: which files a run reads, from a listing and the state (SPEC §5, §7)."""
 
+import copy
 from datetime import UTC, datetime, timedelta
 
-from edxorg_s3_ingest.incremental import plan
+from edxorg_s3_ingest.incremental import plan, preview
 from edxorg_s3_ingest.landing import LandingFile
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -162,3 +163,32 @@ def test_state_survives_json_round_trip():
     restored = json.loads(json.dumps(state))
     work = plan(files, restored)
     assert work.to_read == [] and work.new_empty == [] and not work.state_changed
+
+
+def test_preview_decides_as_plan_and_leaves_the_state_alone():
+    """The runner's no-op check: `preview` says what `plan` will, without touching the state;
+    `changes_nothing` only when the run would read, reject and record nothing."""
+    first = [f("c1", "aaa", 1), f("c2", "bbb", 1), f("c3", "ccc", 1, size=0)]
+    state: dict = {}
+    plan(first, state)
+    cases = {
+        "unchanged": first,
+        "re-export": [*first, f("c1", "zzz", 5)],
+        "late file": [*first, f("c2", "aaa", 0)],
+        "re-upload": [f("c1", "aaa", 9), *first[1:]],
+        "new empty file": [*first, f("c2", "eee", 7, size=0)],
+        "file gone": first[:2],
+        "nothing listed": [],
+    }
+    for name, files in cases.items():
+        before = copy.deepcopy(state)
+        seen = preview(files, state)
+        assert state == before, name
+        planned = plan(files, copy.deepcopy(state))
+        assert (seen.to_read, seen.new_empty, seen.state_changed, seen.files_seen) == (
+            planned.to_read,
+            planned.new_empty,
+            planned.state_changed,
+            planned.files_seen,
+        ), name
+        assert seen.changes_nothing == (name in ("unchanged", "nothing listed")), name

@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from servers import free_port, running_server
 
 from conftest import REPO
+from servers import free_port, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags for this machine's closed network (and running as root): see the machine notes.

@@ -1,0 +1,113 @@
+"""Running one benchmark child and measuring it: wall, CPU and memory of its whole process tree.
+
+CPU comes from `wait4` (user + sys of the child and every descendant it waited for). Memory has
+two figures, because the project's CLI runs tables in worker processes:
+
+- `peak_rss_mb`: the highest total memory of the child's process tree at any moment, sampled
+  every SAMPLE_SECONDS from /proc (proportional set size, so that pages a forked worker shares
+  with its parent are counted once). This is what the machine had to hold.
+- `largest_process_rss_mb`: the largest resident set of any single process of the tree (`wait4`).
+"""
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+SAMPLE_SECONDS = 0.05
+
+
+def measure(name: str, command: list[str], logs: Path, cwd: Path, env: dict) -> dict:
+    """Runs one child to completion and measures it; its stdout is returned as `stdout`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / f"{name}.stdout", logs / f"{name}.stderr"
+    load_before = os.getloadavg()[0]
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
+        sampler = TreeMemory(child.pid)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        sampler.stop()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(
+            f"{name} failed (exit {code}): {' '.join(command)}\n{err_path.read_text()[-3000:]}"
+        )
+    largest = usage.ru_maxrss / 1024  # KiB on Linux
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "user_s": round(usage.ru_utime, 3),
+        "sys_s": round(usage.ru_stime, 3),
+        "peak_rss_mb": round(max(sampler.peak_mb, largest), 1),
+        "largest_process_rss_mb": round(largest, 1),
+        "processes": sampler.processes,
+        "load_1min_before": round(load_before, 2),
+        "stdout": out_path.read_text(),
+    }
+
+
+class TreeMemory:
+    """Samples the total memory of a process and its descendants on a thread of its own."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_mb = 0.0
+        self.processes = 1
+        self._seen: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.processes = max(1, len(self._seen))
+
+    def _run(self) -> None:
+        while True:
+            tree = _tree(self.pid)
+            self._seen.update(tree)
+            self.peak_mb = max(self.peak_mb, sum(_memory_kib(pid) for pid in tree) / 1024)
+            if self._done.wait(SAMPLE_SECONDS):
+                return
+
+
+def _tree(root: int) -> list[int]:
+    """The root and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, []))
+    return tree
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields follow the last ")".
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _memory_kib(pid: int) -> int:
+    """Proportional set size (shared pages divided among their sharers), else resident size."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as lines:
+                for line in lines:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            continue
+    return 0

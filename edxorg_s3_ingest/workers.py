@@ -1,0 +1,357 @@
+"""Worker processes: the CLI's tables loaded several at once (runner.load_tables).
+
+Tables are independent (own dlt pipeline, state and lock), so the workers share nothing but the
+landing zone and the store. Each worker loads one table at a time (runner.load_table) and sends
+its progress, its log records and each table's report to the CLI process, which shows them. A
+table that fails, and a worker process that dies (killed, crashed), fail only their own table:
+the others load, and the run's report says what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
+
+from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.runner import describe, load_table
+
+if TYPE_CHECKING:
+    from edxorg_s3_ingest.settings import Settings
+
+PROGRESS_INTERVAL = 0.25
+"""Seconds between two progress messages of a worker (at most 4 a second, only on change)."""
+WORKER_START_METHOD = "forkserver"
+"""How worker processes start (see `_worker_context`)."""
+WORKER_PRELOAD = [
+    "edxorg_s3_ingest.runner",
+    "edxorg_s3_ingest.workers",
+    "edxorg_s3_ingest.source",
+    "edxorg_s3_ingest.destination",
+    "edxorg_s3_ingest.parquet_store",
+    "edxorg_s3_ingest.stores",
+    "dlt.pipeline.pipeline",
+    "dlt.normalize",
+    "dlt.load",
+    "dlt.common.configuration.plugins",
+    "dlt.common.libs.pyarrow",
+    "dlt.common.normalizers.naming.direct",
+    "dlt.sources.helpers.requests",
+    "fsspec.implementations.local",
+]
+"""What the fork server imports once (~0.6 s of CPU), so that a worker forked from it starts
+with them imported: what a dev table load needs. Not pandas, which dlt imports only for a table
+with rows to load (0.1 s, not worth it for runs with nothing new), nor the lake's pyiceberg,
+which qa and production workers import themselves (0.5 s that every dev run would pay).
+Neither `loads` nor `cli`, nor anything that imports them: a worker runs the CLI's main module
+again (as `__mp_main__`, which is what multiprocessing does), and Python warns when that module
+has been imported already."""
+
+
+def load_in_workers(
+    tables: list[str],
+    settings: Settings,
+    full_refresh: bool,
+    workers: int,
+    on_start: Callable[[TableReport], None] | None,
+    on_done: Callable[[TableReport], None] | None,
+    on_log: Callable[[logging.LogRecord], None] | None,
+) -> dict[str, TableReport]:
+    """The tables in `workers` worker processes, largest tables first; each worker loads one
+    table at a time, asked by this process, and is asked for the next one when it reports.
+
+    Supervised here rather than by a `ProcessPoolExecutor`: when a worker dies (SIGKILL from
+    the kernel's out-of-memory killer or a user, a crash in native code), this process knows
+    which table it was loading and how it ended (its exit status), fails that table alone and
+    starts a new worker for the tables left. A broken `ProcessPoolExecutor` fails every table
+    in flight with the same `BrokenProcessPool` and terminates the other workers mid-load.
+    Workers live for the whole run rather than one per table: each new process pays dlt's
+    set-up (runtime, plugins, configuration) again, ~0.1 s of CPU, more than a table with
+    nothing new costs.
+    """
+    context = _worker_context()
+    waiting = _largest_first(tables, settings) if len(tables) > workers else list(tables)
+    pool: list[_Worker] = []
+    reports: dict[str, TableReport] = {}
+
+    def finished(report: TableReport) -> None:
+        reports[report.table] = report
+        if on_done:
+            on_done(report)
+
+    try:
+        while waiting or any(worker.table for worker in pool):
+            while waiting and len(pool) < workers:
+                pool.append(_Worker(context, settings, full_refresh))
+            for worker in list(pool):
+                if worker.table is not None or not worker.alive:
+                    continue
+                if not waiting:  # nothing left for it: its memory goes back now
+                    worker.stop()
+                    pool.remove(worker)
+                    continue
+                table = waiting.pop(0)
+                if not worker.load(table):
+                    waiting.insert(0, table)  # that worker has just died: another takes it
+                elif on_start:
+                    on_start(worker.report)
+            ready = wait([handle for worker in pool for handle in worker.handles()])
+            for worker in list(pool):
+                for report in worker.receive(ready, on_log or _log_here):
+                    finished(report)
+                if not worker.alive:
+                    pool.remove(worker)
+                    if worker.table:
+                        finished(worker.died())
+    finally:
+        for worker in pool:
+            worker.stop()
+        stop_workers()
+    return reports
+
+
+def stop_workers() -> None:
+    """Ends the fork server and multiprocessing's resource tracker (both children of this
+    process) once the workers have ended, and waits for them: no process of the run outlives
+    it, and the CPU time of the workers, which the server waited for, counts in this process's
+    children, where `time`, `wait4` and the like look. (Left alone, both would end when this
+    process ends, unwaited.) The idle server is terminated rather than asked to exit: its exit
+    would tear down every module it imported, ~0.15 s more before the CLI could end. `_stop` is
+    what CPython's own tests use to stop them; where it is missing they are left alone."""
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    for helper in (server, getattr(resource_tracker, "_resource_tracker", None)):
+        stop = getattr(helper, "_stop", None)
+        if stop:
+            with suppress(OSError, ChildProcessError):
+                stop()
+
+
+def _worker_context():
+    """The fork server start method, with the loading code preloaded in the server.
+
+    - fork would be cheapest (a worker inherits every imported module) but forks this process
+      while it has threads (the live progress display, and whatever dlt, boto3 or pyarrow
+      started): a lock one of them holds at that instant, say the one of stderr or of logging,
+      stays held forever in the child. macOS system libraries are not fork-safe either, which
+      is why Python defaults to spawn there (and will default to forkserver on Linux).
+    - spawn starts each worker as a new interpreter that imports dlt, pyarrow, boto3 and the
+      loader again: ~0.7 s of CPU per worker.
+    - forkserver starts one clean, single-threaded server process that imports the loading code
+      once (WORKER_PRELOAD) and forks the workers from it: as safe as spawn, one import for all
+      workers, on another core than this process.
+
+    Measured, a run with nothing new over 3 tables of 3,333 files each, 2 workers, 2 busy cores:
+    fork 2.1-2.2 s of CPU (1.5-2.1 s wall), forkserver 2.5-2.7 s (1.8-2.6 s), spawn 3.2-3.6 s
+    (2.3-3.3 s). What forkserver costs over fork, ~0.5 s of CPU once per run, is the server's
+    imports (this process imports dlt and boto3 too): the price of workers that cannot inherit a
+    held lock, whatever threads this process or its libraries start.
+    """
+    # glibc gives each thread that allocates an arena of its own (up to 8 per core), which the
+    # reader's threads fill and never hand back: two arenas hold a worker ~50 MB lower at the
+    # same speed. Read when the fork server starts, so set before; a user's value wins.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    context = multiprocessing.get_context(WORKER_START_METHOD)
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
+
+
+def _largest_first(tables: list[str], settings: Settings) -> list[str]:
+    """The order tables are handed to workers: by the bytes of each course's current file in the
+    table's dlt state, largest first, so that the longest load starts first instead of last
+    (LPT scheduling: with the big tables under way, the small ones fill the other workers).
+    The listing that would say what this run reads is per table, in its worker; the table's
+    size is a good guess of what a run of it reads (a re-export is about the size of the file
+    it replaces). A table never loaded (no state) has no size: those come last,
+    in the requested order (in a steady state they are the tables with no prod files)."""
+
+    from edxorg_s3_ingest.loads import stored_resource_state  # not at import: WORKER_PRELOAD
+
+    def size(table: str) -> int:
+        state = stored_resource_state(settings, table)
+        try:
+            return sum(int(version[2]) for version in (state or {})["courses"].values())
+        except (LookupError, TypeError, ValueError, AttributeError):
+            return -1
+
+    sizes = {table: size(table) for table in tables}
+    return sorted(tables, key=lambda table: -sizes[table])
+
+
+class _Worker:
+    """A worker process, as this process sees it: the table it is loading, if any."""
+
+    def __init__(self, context, settings: Settings, full_refresh: bool) -> None:
+        self.channel, theirs = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(settings, full_refresh, theirs), name="edxorg-s3-ingest worker"
+        )
+        self.process.start()
+        theirs.close()  # the worker's end: the channel ends when the worker does
+        self.table: str | None = None
+        self.report: TableReport | None = None
+        """This process's copy of the table's report, updated from the worker's progress."""
+        self.alive = True
+        self.open = True
+
+    def load(self, table: str) -> bool:
+        try:
+            self.channel.send(table)
+        except OSError:
+            return False
+        self.table = table
+        self.report = TableReport(table)
+        self.report.start()
+        return True
+
+    def handles(self) -> list:
+        return [self.channel, self.process.sentinel] if self.open else [self.process.sentinel]
+
+    def receive(
+        self, ready: list, on_log: Callable[[logging.LogRecord], None]
+    ) -> list[TableReport]:
+        """The reports of the tables the worker finished; reads all it sent."""
+        if self.process.sentinel in ready:
+            self.alive = False  # what it sent before it ended is in the pipe: read it all
+        finished = []
+        if self.open and (self.channel in ready or not self.alive):
+            try:
+                while self.channel.poll():
+                    kind, payload = self.channel.recv()
+                    if kind == "progress" and self.report:
+                        self.report.update(payload)
+                    elif kind == "log":
+                        on_log(payload)
+                    elif kind == "done":
+                        finished.append(payload)
+                        self.table = self.report = None
+            except Exception:  # noqa: BLE001 - the end of the channel, or a message cut short
+                self.open = False
+                self.channel.close()
+        return finished
+
+    def died(self) -> TableReport:
+        """The report of the table the worker was loading when its process ended."""
+        self.process.join()
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by {_signal_name(-code)}"
+            if -code == signal.SIGKILL:
+                how += " (by a user, or by the kernel when memory ran out)"
+        else:
+            how = f"exited with status {code}"
+        report = self.report or TableReport(str(self.table))
+        report.finish(
+            "failed",
+            error=f"WorkerDied: the worker process loading {self.table} (pid {self.process.pid}) "
+            f"{how} before it reported; the table is as that process left it, and the next run "
+            "completes or redoes its load",
+        )
+        return report
+
+    def stop(self) -> None:
+        """Asks an idle worker to end; ends a busy one (this process is being interrupted)."""
+        if self.table is None and self.open:
+            with suppress(OSError):
+                self.channel.send(None)
+        elif self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        if self.open:
+            self.channel.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def _log_here(record: logging.LogRecord) -> None:
+    logging.getLogger(record.name).handle(record)
+
+
+def _serve(settings: Settings, full_refresh: bool, channel) -> None:
+    """The body of a worker process: loads the tables it is sent, one at a time, until it is
+    sent None. For each, sends its progress (every PROGRESS_INTERVAL, when it changed), its log
+    records and, last, its report."""
+    # stdout is the CLI's (`--json` prints the run report there): nothing of a worker lands on
+    # it. stderr stays the CLI's stderr, where dlt's own logger writes.
+    os.dup2(2, 1)
+    # Ctrl-C on a terminal reaches every process of the CLI: the CLI ends the workers (SIGTERM,
+    # as a kill it is completed by the next run) rather than each printing its traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sending = threading.Lock()
+
+    def send(kind: str, payload) -> None:
+        with sending:  # the progress thread and any logging thread send too
+            channel.send((kind, payload))
+
+    logging.getLogger().addHandler(_Forward(send))
+    with suppress(EOFError, OSError):  # the CLI has gone (after the table it had asked for)
+        while (table := channel.recv()) is not None:
+            send("done", _load_sampled(table, settings, full_refresh, send))
+    channel.close()
+
+
+def _load_sampled(table: str, settings: Settings, full_refresh: bool, send) -> TableReport:
+    """`load_table`, with a thread that sends the report's progress while it runs."""
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def sample(report: TableReport) -> None:
+        last = None
+        while not stop.wait(PROGRESS_INTERVAL):
+            progress = report.progress()
+            if progress != last:
+                try:
+                    send("progress", progress)
+                except OSError:  # the CLI has gone; the load goes on
+                    return
+                last = progress
+
+    def started(report: TableReport) -> None:
+        threads.append(threading.Thread(target=sample, args=(report,), daemon=True))
+        threads[-1].start()
+
+    try:
+        return load_table(table, settings, full_refresh, on_start=started)
+    except Exception as error:  # noqa: BLE001 - load_table reports its failures itself
+        report = TableReport(table)
+        report.finish("failed", error=describe(error))
+        return report
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+class _Forward(logging.Handler):
+    """Sends a worker's log records to the CLI process, which shows them where its own go.
+    The message is formatted here (with any traceback) and masked like every error text."""
+
+    def __init__(self, send: Callable) -> None:
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from edxorg_s3_ingest.landing import redact
+
+        try:
+            fields = {**record.__dict__, "msg": redact(self.format(record)), "args": None}
+            fields.update(exc_info=None, exc_text=None, stack_info=None)
+            self.send("log", logging.makeLogRecord(fields))
+        except Exception:  # noqa: BLE001 - logging must never fail the load
+            self.handleError(record)

@@ -1,0 +1,424 @@
+"""Tables loaded at once in worker processes (`--workers`), and the no-op run (SPEC §6, §7).
+
+A parallel run loads exactly what a run in one process loads and reports the same; a table that
+fails, and a worker process that is killed, fail only their own table; the live display shows
+the tables running; a run with nothing new runs no dlt pipeline (no load package, no trace)."""
+
+import fcntl
+import json
+import os
+import pickle
+import pty
+import re
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import dlt
+import pytest
+
+from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
+
+from conftest import REPO, SAMPLE, run_cli
+from landing import Landing
+from oracle import canonical, table_rows
+from test_crash import read_line
+
+SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
+# A few sample tables, one of which (teams) gets an export with a ragged line: the only table
+# that writes rejects, so the only one to reach the `store.rejects_written` crash/pause point.
+SOME = ["auth_user", "teams", "student_courseenrollment", "courseware_studentmodule"]
+RAGGED = b"id\tteam_id\tname\n1\tt1\tAlpha\n2\tt2\n3\tt3\tGamma\n"
+# What differs between two loads of the same data: when, where, and dlt's load ids.
+RUN_SPECIFIC = {"seconds", "load_id", "destination"}
+
+
+def folders(root: Path) -> tuple[str, ...]:
+    return ("--data-dir", str(root / "data"), "--pipelines-dir", str(root / "pipelines"))
+
+
+def run_report(*args: str, env: dict | None = None, status: int = 0) -> dict:
+    result = run_cli(*args, "--json", env=env, check=False)
+    assert result.returncode == status, f"exit {result.returncode}:\n{result.stderr[-4000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    report["stderr"] = result.stderr
+    return report
+
+
+def table_contents(data_dir: Path) -> dict[str, list]:
+    """Every table folder of a data dir (and the rejects), as order-free multisets of rows."""
+    names = [destination_table(table) for table in TABLES] + [REJECTS_TABLE]
+    return {
+        name: canonical(
+            [
+                {key: value for key, value in row.items() if key != "_dlt_load_id"}
+                for row in table_rows(data_dir, name)
+            ]
+        )
+        for name in names
+        if list((data_dir / name).rglob("*.parquet"))
+    }
+
+
+def comparable(report: dict) -> dict:
+    return {
+        name: {key: value for key, value in table.items() if key not in RUN_SPECIFIC}
+        for name, table in report["tables"].items()
+    }
+
+
+def lock_holders(pipelines: Path) -> set[str]:
+    """The pids written into the tables' lock files: the processes that loaded them."""
+    return {path.read_text().strip() for path in pipelines.glob("edxorg_s3__*.lock")}
+
+
+def landing_with_rejects(root: Path) -> Landing:
+    """SOME tables of the sample, and one more teams course whose export has a ragged line."""
+    for table in SOME:
+        shutil.copytree(SAMPLE / "db_table" / table, root / "db_table" / table)
+    teams = Landing(root, "teams")
+    teams.write("MITx-ragged-2026", RAGGED, 1_700_000_000)
+    return teams
+
+
+@pytest.fixture(scope="module")
+def sample_runs(tmp_path_factory):
+    """The whole sample loaded in one process, and in 2 worker processes."""
+    root = tmp_path_factory.mktemp("parallel")
+    one = run_report("--workers", "1", *folders(root / "one"))
+    two = run_report("--workers", "2", *folders(root / "two"))
+    return root, one, two
+
+
+def test_parallel_run_loads_exactly_what_one_process_loads(sample_runs):
+    root, one, two = sample_runs
+    assert one["ok"] and two["ok"]
+    contents = table_contents(root / "one" / "data")
+    assert sorted(contents) == sorted(destination_table(table) for table in SAMPLE_TABLES)
+    assert table_contents(root / "two" / "data") == contents
+
+
+def test_parallel_run_reports_what_one_process_reports(sample_runs):
+    _, one, two = sample_runs
+    assert list(two["tables"]) == list(TABLES)  # the requested order, not the order of ending
+    assert comparable(two) == comparable(one)
+    assert two["totals"] == one["totals"]
+    loaded = {name for name, table in two["tables"].items() if table["status"] == "loaded"}
+    assert loaded == set(SAMPLE_TABLES)
+    for name in SAMPLE_TABLES:
+        assert two["tables"][name]["load_id"] and two["tables"][name]["table_rows"] > 0
+
+
+def test_workers_are_processes_of_their_own(sample_runs):
+    """Every table takes its lock in the process that loads it: one process for --workers 1,
+    two worker processes (each loading several of the 44 tables) for --workers 2."""
+    root, _, _ = sample_runs
+    assert len(lock_holders(root / "one" / "pipelines")) == 1
+    assert len(lock_holders(root / "two" / "pipelines")) == 2
+
+
+def test_a_failing_table_fails_alone(tmp_path):
+    """teams is held by "another run" (its lock): it fails; the other tables load; exit 1."""
+    landing_with_rejects(tmp_path / "landing")
+    args = ("--bucket-url", str(tmp_path / "landing"), "--tables", ",".join(SOME))
+    pipelines = tmp_path / "run" / "pipelines"
+    pipelines.mkdir(parents=True)
+    with open(pipelines / "edxorg_s3__teams.lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242")
+        holder.flush()
+        report = run_report(*args, "--workers", "2", *folders(tmp_path / "run"), status=1)
+    assert report["failed_tables"] == ["teams"]
+    assert "teams is being loaded by another run (pid 4242" in report["tables"]["teams"]["error"]
+    assert not (tmp_path / "run" / "data" / destination_table("teams")).exists()
+    reference = run_report(*args, "--workers", "1", *folders(tmp_path / "reference"))
+    contents = table_contents(tmp_path / "reference" / "data")
+    for table in SOME:
+        if table != "teams":
+            assert report["tables"][table]["status"] == "loaded"
+            name = destination_table(table)
+            assert table_contents(tmp_path / "run" / "data")[name] == contents[name]
+            assert comparable(report)[table] == comparable(reference)[table]
+
+
+def test_a_killed_worker_fails_only_its_table(tmp_path):
+    """teams' worker is killed (SIGKILL) while it applies its load: teams fails, naming what
+    happened; a new worker loads the tables left; exit 1. The next run completes teams."""
+    landing_with_rejects(tmp_path / "landing")
+    args = ("--bucket-url", str(tmp_path / "landing"), "--tables", ",".join(SOME))
+    crash = {"EDXORG_S3_INGEST_CRASH_AT": "store.rejects_written:1"}
+    report = run_report(*args, "--workers", "2", *folders(tmp_path / "run"), env=crash, status=1)
+    assert report["failed_tables"] == ["teams"]
+    error = report["tables"]["teams"]["error"]
+    assert error.startswith("WorkerDied: the worker process loading teams (pid ")
+    assert "was killed by SIGKILL (signal 9)" in error
+    for table in SOME:
+        if table != "teams":
+            assert report["tables"][table]["status"] == "loaded"
+    reference = run_report(*args, "--workers", "1", *folders(tmp_path / "reference"))
+    again = run_report(*args, *folders(tmp_path / "run"))
+    assert again["tables"]["teams"]["status"] in ("loaded", "unchanged")
+    assert table_contents(tmp_path / "run" / "data") == table_contents(
+        tmp_path / "reference" / "data"
+    )
+    assert again["tables"]["teams"]["table_rows"] == reference["tables"]["teams"]["table_rows"]
+
+
+def test_worker_log_records_reach_stderr(tmp_path):
+    """A warning logged in a worker reaches the CLI's stderr: teams' worker is paused once it
+    has planned (`plan.done`; `validate`, with no prod files, never plans), a course's export is
+    deleted, the worker goes on, finds the file gone and reads the table again (runner.py)."""
+    landing = landing_with_rejects(tmp_path / "landing")
+    fifos = tmp_path / "fifos"
+    fifos.mkdir()
+    os.mkfifo(fifos / "paused")
+    os.mkfifo(fifos / "resume")
+    (gone,) = landing.folder("MITx-ragged-2026").iterdir()
+    env = {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "",
+        "EDXORG_S3_INGEST_PAUSE_AT": f"plan.done:1:{fifos}",
+    }
+    args = ("--bucket-url", str(tmp_path / "landing"), "--tables", "teams,validate")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--workers", "2", "--json"]
+        + list(folders(tmp_path / "run")),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        read_line(str(fifos / "paused"), process)
+        gone.unlink()
+        with open(fifos / "resume", "w") as resume:
+            resume.write("go\n")
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"teams: LandingChangedError: {gone} was listed but is gone" in err
+    assert "reading the table again" in err
+    report = json.loads(out)["tables"]["teams"]
+    assert report["status"] == "loaded" and report["rows_rejected"] == 0
+    assert report["files_seen"] == len(list((SAMPLE / "db_table" / "teams" / "prod").iterdir()))
+
+
+def test_no_op_run_runs_no_pipeline(tmp_path):
+    """The second run over unchanged exports reports every table unchanged with the counts of
+    the first, and writes nothing: no dlt load package, no new trace (dlt is not run)."""
+    first = run_report(*folders(tmp_path))
+    written = files_written(tmp_path)
+    pipelines = tmp_path / "pipelines"
+    before = {table: trace_and_packages(pipelines, table) for table in SAMPLE_TABLES}
+    second = run_report(*folders(tmp_path))
+    assert files_written(tmp_path) == written
+    assert second["ok"]
+    for name, table in second["tables"].items():
+        loaded = first["tables"][name]
+        assert table["status"] == ("unchanged" if name in SAMPLE_TABLES else "no_prod_files")
+        assert table["files_seen"] == loaded["files_seen"] == table["files_skipped"]
+        assert table["files_loaded"] == table["rows_loaded"] == table["files_planned"] == 0
+        assert table["table_rows"] == loaded["table_rows"]
+        assert table["load_id"] is None
+    for table in SAMPLE_TABLES:
+        assert trace_and_packages(pipelines, table) == before[table], table
+
+
+NO_OP_PROBE = """
+import sys
+from edxorg_s3_ingest import cli
+code = cli.main(sys.argv[1:])
+loading = ("dlt", "pyarrow", "pandas", "boto3", "edxorg_s3_ingest.workers")
+print(sorted(name for name in loading if name in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_no_op_run_is_one_listing_in_the_cli_process(tmp_path):
+    """In dev, a run with nothing new is decided in the CLI process from the listing and each
+    table's state file: no loading code is imported and no worker process is started. (A table
+    that a killed run left with a pending package is not such a run: test_crash.py re-runs
+    with nothing new after each kill, and finds the load completed.)"""
+    run_report(*folders(tmp_path))
+    # Every setting given as a flag: dlt's configuration is not needed either (settings.py).
+    settings = ("--bucket-url", str(SAMPLE), *folders(tmp_path), "--json")
+    command = [sys.executable, "-c", NO_OP_PROBE, *settings]
+    probe = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stderr.strip().splitlines()[-1] == "['boto3']"
+    statuses = {name: t["status"] for name, t in json.loads(probe.stdout)["tables"].items()}
+    assert {statuses[table] for table in SAMPLE_TABLES} == {"unchanged"}
+
+
+def trace_and_packages(pipelines: Path, table: str) -> tuple:
+    """The load ids dlt knows for the table: its packages (any stage) and its last run's."""
+    pipeline = dlt.attach(f"edxorg_s3__{table}", pipelines_dir=str(pipelines))
+    trace = pipeline.last_trace
+    return (
+        trace.transaction_id,
+        sorted({load_id for step in trace.steps for load_id in step_load_ids(step)}),
+        pipeline.list_extracted_load_packages(),
+        pipeline.list_normalized_load_packages(),
+        pipeline.list_completed_load_packages(),
+    )
+
+
+def step_load_ids(step) -> list[str]:
+    return list(getattr(step.step_info, "loads_ids", None) or [])
+
+
+def files_written(root: Path) -> dict[str, int]:
+    """Every file of a run's folders but the lock files (each run takes each lock) and when it
+    was last written."""
+    return {
+        str(path): path.stat().st_mtime_ns
+        for path in root.rglob("*")
+        if path.is_file() and path.suffix != ".lock"
+    }
+
+
+def test_full_refresh_is_never_a_no_op(tmp_path):
+    run_report("--tables", "teams,auth_user", *folders(tmp_path))
+    report = run_report("--tables", "teams,auth_user", "--full-refresh", *folders(tmp_path))
+    for table in ("teams", "auth_user"):
+        assert report["tables"][table]["status"] == "loaded"
+        assert report["tables"][table]["files_loaded"] == report["tables"][table]["files_seen"]
+
+
+# -- the live display -------------------------------------------------------------------------
+
+
+def test_terminal_shows_the_running_tables(tmp_path):
+    """On a terminal the live line lists the running tables and how many are done. teams'
+    worker is paused while it applies its load (a pause point, no sleeping): the line then reads
+    `1 running: teams <loaded>/<planned> files ...; 3/4 done` until it goes on."""
+    landing_with_rejects(tmp_path / "landing")
+    fifos = tmp_path / "fifos"
+    fifos.mkdir()
+    os.mkfifo(fifos / "paused")
+    os.mkfifo(fifos / "resume")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    env = {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "",
+        "EDXORG_S3_INGEST_PAUSE_AT": f"store.rejects_written:1:{fifos}",
+    }
+    args = ("--bucket-url", str(tmp_path / "landing"), "--tables", ",".join(SOME))
+    with open(tmp_path / "stdout", "w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--workers", "2"]
+            + list(folders(tmp_path / "run")),
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=terminal,
+        )
+    os.close(terminal)
+    screen = Screen(controller, process)
+    try:
+        worker = read_line(str(fifos / "paused"), process)
+        line = screen.wait_for(r"1 running: teams \d+/\d+ files [\d.]+ MB; 3/4 done")
+        assert worker.isdigit() and "\n" not in line
+        with open(fifos / "resume", "w") as resume:
+            resume.write("go\n")
+        screen.wait_for(r"\[4/4\] teams: loaded  files, \d+ rows, 1 rejected")
+        screen.read_to_end()
+        assert process.wait(timeout=300) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    for table in SOME:
+        assert re.search(rf"\[\d/4\] {table}: loaded ", screen.text)
+    summary = (tmp_path / "stdout").read_text()
+    assert "4 of 4 table(s) ok (dev environment)" in summary
+
+
+class Screen:
+    """What the CLI writes to its terminal (the controller side of a pty), read as it comes."""
+
+    def __init__(self, controller: int, process: subprocess.Popen) -> None:
+        self.controller = controller
+        self.process = process
+        self.text = ""
+
+    def _read(self, timeout: float) -> bool:
+        """Reads what is there within `timeout`; False once the terminal is closed."""
+        ready, _, _ = select.select([self.controller], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.controller, 65536)
+        except OSError:  # EIO: every process writing to it has ended
+            return False
+        self.text += chunk.decode(errors="replace")
+        return bool(chunk)
+
+    def wait_for(self, pattern: str, limit: float = 300.0) -> str:
+        """The first line (between redraws) that matches `pattern`; fails if the CLI ends
+        first, or after `limit` seconds (a guard against hanging, not a synchronisation)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for line in re.split(r"[\r\n]", self.text):
+                if re.search(pattern, line):
+                    return line
+            if not self._read(1.0) or self.process.poll() is not None:
+                break
+        raise AssertionError(f"{pattern!r} never shown; the terminal got:\n{self.text[-3000:]}")
+
+    def read_to_end(self, limit: float = 300.0) -> None:
+        """Everything until the CLI has ended and written nothing more."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and self._read(0.2):
+            if (
+                self.process.poll() is not None
+                and not select.select([self.controller], [], [], 0)[0]
+            ):
+                return
+
+
+# -- interfaces -------------------------------------------------------------------------------
+
+
+def test_table_report_pickles_whole():
+    report = TableReport("teams", files_seen=3, misplaced_files=["x (empty course id)"])
+    report.start()
+    copy = pickle.loads(pickle.dumps(report))
+    assert copy == report and copy._started == report._started > 0
+    report.finish("loaded")
+    assert pickle.loads(pickle.dumps(report)) == report
+
+
+def test_workers_must_be_a_positive_number():
+    result = run_cli("--workers", "0", check=False)
+    assert result.returncode == 2
+    assert "--workers: must be a whole number of at least 1, not '0'" in result.stderr
+
+
+def help_text() -> str:
+    return run_cli("--help").stdout
+
+
+def test_help_and_readme_document_workers_alike():
+    """The README's CLI section carries the usage line and the --workers help of `--help`."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## The CLI", 1)[1].split("\n## ", 1)[0]
+    text = help_text()
+    match = re.search(r"--workers N\s+(.*?)\n  --", text, re.S)
+    assert match, text
+    flat = " ".join(match.group(1).split())
+    assert "the number of CPUs" in flat and "1 loads them one after the other" in flat
+    assert flat in " ".join(section.split())
+    assert "[--workers N]" in section
