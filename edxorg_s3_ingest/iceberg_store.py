@@ -57,6 +57,7 @@ from edxorg_s3_ingest.landing import (
     NO_CREDENTIALS,
     NO_SUCH_BUCKET,
     aws_error_code,
+    caused_by,
     endpoint_note,
     explain_s3_error,
     redact,
@@ -458,7 +459,7 @@ class IcebergStore:
             return None
         if code == NO_CREDENTIALS:
             return f"no AWS credentials found for the lake ({self.lake_url}): {CREDENTIALS_HINT}."
-        if _in_chain(error, OSError):  # s3fs reports the lake's files as OSErrors
+        if caused_by(error, OSError):  # s3fs reports the lake's files as OSErrors
             return self._explain_s3(error, "using the lake")
         glue = f"Glue database {self.database}{endpoint_note('GLUE')}"
         if code in BAD_CREDENTIALS:
@@ -529,16 +530,6 @@ def _add_columns(transaction: Transaction, columns: pa.Schema) -> None:
         with transaction.update_schema() as update:
             for field in new:
                 update.add_column(field.name, iceberg_type(field.type))
-
-
-def _in_chain(error: BaseException | None, kind: type) -> bool:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, kind):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -603,6 +603,11 @@ def safe_cause(cause: BaseException) -> BaseException:
     return cause
 
 
+def caused_by(error: BaseException | None, kind: type) -> bool:
+    """Whether an error of `kind` is the error or any of its causes."""
+    return any(isinstance(link, kind) for link in _chain(error))
+
+
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:

@@ -119,7 +119,7 @@ def load_table(
 def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refresh: bool) -> None:
     """The table's dlt pipeline run, after what a killed run left is finished; read again from a
     new listing when a listed file changed before it was read."""
-    from edxorg_s3_ingest.landing import LandingChangedError
+    from edxorg_s3_ingest.landing import LandingChangedError, caused_by
     from edxorg_s3_ingest.loads import table_pipeline, table_source
 
     for attempt in range(CHANGED_RETRIES + 1):
@@ -130,7 +130,7 @@ def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refr
             pipeline.run(source, refresh="drop_resources" if full_refresh else None)
             return
         except Exception as error:
-            if attempt == CHANGED_RETRIES or not _caused_by(error, LandingChangedError):
+            if attempt == CHANGED_RETRIES or not caused_by(error, LandingChangedError):
                 raise
             log.warning("%s: %s; reading the table again", table, describe(error))
             _restart(report)
@@ -282,16 +282,6 @@ def describe(error: BaseException) -> str:
         else:
             break
     return redact(f"{type(error).__name__}: {error}")
-
-
-def _caused_by(error: BaseException | None, kind: type) -> bool:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, kind):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _restart(report: TableReport) -> None:
