@@ -64,6 +64,15 @@ class MotoServer:
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
 
+    def fresh(self, buckets: tuple[str, ...] | None = None):
+        """A clean server with the landing bucket and both lake buckets (or `buckets`): its S3
+        client."""
+        self.reset()
+        s3 = self.client("s3")
+        for bucket in buckets or (LANDING_BUCKET, *LAKE_BUCKETS):
+            s3.create_bucket(Bucket=bucket)
+        return s3
+
     def catalog(self):
         """pyiceberg's own Glue catalog with its default (pyarrow) FileIO: a reader independent
         of the project's store."""
@@ -196,6 +205,17 @@ BUCKET_URL = f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}"
 LAKE_BUCKETS = ("ol-data-lake-raw-qa", "ol-data-lake-raw-production")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "edxorg_s3_ingest" / "sample_landing_zone"
+
+
+def use_in_this_process(env: dict, monkeypatch) -> None:
+    """This test process's AWS settings and DAGSTER_ENVIRONMENT made exactly those of `env` (what
+    the CLI subprocesses get), for in-process calls to the loader."""
+    for key in os.environ:
+        if key.startswith("AWS_") and key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
+            monkeypatch.setenv(key, value)
 
 
 def landing_key(table: str, course: str, content: bytes, system: str = "prod") -> str:

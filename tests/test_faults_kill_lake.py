@@ -30,7 +30,6 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from conftest import REPO
 from moto_server import (
     BUCKET_URL,
-    LAKE_BUCKETS,
     LANDING_BUCKET,
     LANDING_PREFIX,
     moto,  # noqa: F401 - the module's moto server fixture
@@ -241,10 +240,7 @@ class Chain:
 @pytest.fixture(scope="module")
 def outcomes(moto, tmp_path_factory, request):  # noqa: F811
     """Every selected point's case, in two chains at once (qa and production)."""
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    s3 = moto.fresh()
     upload_sample(s3, list(CHAINS.values()))
     selected = [
         (item.callspec.params["point"], item.callspec.params["n"])
@@ -305,10 +301,7 @@ def test_at_least_ten_lake_kill_points():
 @pytest.fixture
 def qa_store(moto, monkeypatch):  # noqa: F811
     """An IcebergStore of this process on a clean moto qa lake."""
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    moto.fresh()
     for key, value in moto.env(DAGSTER_ENVIRONMENT="qa").items():
         if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
             monkeypatch.setenv(key, value)
@@ -392,10 +385,7 @@ def test_state_reset_reads_files_again_without_doubling_rejects(
     covers the replacement."""
     if not scaled(request.config, 0, 1):
         pytest.skip("full run only (-m faults)")
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    s3 = moto.fresh()
     upload_sample(s3, ["teams"])
     upload(s3, "teams", "MITx-1.00x-2026_Spring", b"id\tname\n1\ta\n2\n3\tc\n")
     chain = Chain(moto, "qa", "teams", tmp_path / "pipelines")

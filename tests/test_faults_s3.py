@@ -23,7 +23,6 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from faults import Request, Rule, fault_proxy
 from moto_server import (
     BUCKET_URL,
-    LAKE_BUCKETS,
     LANDING_BUCKET,
     LANDING_PREFIX,
     landing_key,
@@ -58,10 +57,7 @@ TRANSIENT = {
 @pytest.fixture
 def lake(moto):  # noqa: F811
     """A clean moto: the landing bucket with the sample and a hand-made export, lake buckets."""
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    s3 = moto.fresh()
     upload_sample(s3, [*TABLES, "student_courseenrollment"])
     upload(s3, "teams", HANDMADE, HANDMADE_TEAMS)
     return moto

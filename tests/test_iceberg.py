@@ -7,7 +7,6 @@ project's store. Rows must equal SPEC §5's invariant after every step of a land
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -31,6 +30,7 @@ from moto_server import (
     run_loads,
     upload,
     upload_sample,
+    use_in_this_process,
 )
 from oracle import canonical, unescape
 
@@ -52,10 +52,7 @@ HANDMADE_TEAMS = (
 @pytest.fixture
 def lake(moto):  # noqa: F811
     """A clean moto: the landing bucket and both lake buckets, no Glue database yet."""
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    moto.fresh()
     return moto
 
 
@@ -360,12 +357,7 @@ def test_production_uses_its_bucket_and_database(lake, tmp_path):
 def aws_env(lake, monkeypatch):
     """This process pointed at the moto server, as the CLI subprocesses are."""
     env = lake.env(DAGSTER_ENVIRONMENT="qa")
-    for key in os.environ:
-        if key.startswith("AWS_") and key not in env:
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
-            monkeypatch.setenv(key, value)
+    use_in_this_process(env, monkeypatch)
     return lake
 
 

@@ -19,7 +19,6 @@ from conftest import run_cli
 from landing import Landing, tsv
 from moto_server import (
     BUCKET_URL,
-    LAKE_BUCKETS,
     LANDING_BUCKET,
     LANDING_PREFIX,
     moto,  # noqa: F401 - the module's moto server fixture
@@ -152,10 +151,7 @@ def test_hostile_local_course_folders(tmp_path, request):
 @pytest.fixture
 def hostile_s3(moto):  # noqa: F811
     """The landing zone with hostile S3 keys: course ids a filesystem cannot hold."""
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    s3 = moto.fresh()
     courses = [*S3_LOADED, *S3_REFUSED]
     for number, course in enumerate(courses):
         key = f"{LANDING_PREFIX}/db_table/{TABLE}/prod/{course}/f{number}.tsv"

@@ -18,13 +18,13 @@ from dagster_shared.serdes import serialize_value
 from faults import Rule, fault_proxy
 from moto_server import (
     BUCKET_URL,
-    LAKE_BUCKETS,
     LANDING_BUCKET,
     moto,  # noqa: F401 - the module's moto server fixture
     report_of,
     run_loads,
     upload,
     upload_sample,
+    use_in_this_process,
 )
 from reliability import record, scaled
 
@@ -65,10 +65,7 @@ def file_leaks(*roots: Path) -> list[str]:
 
 @pytest.fixture
 def lake(moto):  # noqa: F811
-    moto.reset()
-    s3 = moto.client("s3")
-    for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
-        s3.create_bucket(Bucket=bucket)
+    s3 = moto.fresh()
     upload_sample(s3, TABLES)
     return moto
 
@@ -181,12 +178,7 @@ def aws_env(lake, proxy, monkeypatch):
     """This process on the proxy, with the fake credentials, in qa."""
     env = lake.env(AWS_ENDPOINT_URL=proxy.endpoint, DAGSTER_ENVIRONMENT="qa", AWS_MAX_ATTEMPTS="2")
     env.update(CREDENTIALS)
-    for key in os.environ:
-        if key.startswith("AWS_") and key not in env:
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
-            monkeypatch.setenv(key, value)
+    use_in_this_process(env, monkeypatch)
     return proxy
 
 
