@@ -9,11 +9,9 @@ a run killed at any point is finished by the next one (dlt resumes the pending p
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -60,24 +58,6 @@ class TableStore(Protocol):
     def drop_rejects(self, table: str) -> None: ...
 
     def row_count(self, table_name: str) -> int: ...
-
-
-def batches_by_course(staged: list[Path]) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """The staged rows as (course, batch) runs, in load order, one course per batch: each row
-    group cut where the course changes (zero-copy slices; a staged file holds each source
-    file's rows in one run)."""
-    for path in staged:
-        parquet = pq.ParquetFile(path)
-        for group in range(parquet.num_row_groups):  # one at a time: the memory of one
-            batch = parquet.read_row_group(group, use_threads=False).combine_chunks()
-            if not batch.num_rows:
-                continue
-            batch = batch.to_batches()[0]
-            courses = batch.column("_course_id")
-            changes = pc.not_equal(courses.slice(1), courses.slice(0, len(courses) - 1))
-            starts = [0, *(np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1).tolist()]
-            for start, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
-                yield courses[start].as_py(), batch.slice(start, stop - start)
 
 
 def single_course(path: Path) -> str | None:

@@ -1,19 +1,27 @@
-"""The dev store: Parquet folders under the data dir (SPEC §8), one folder per course.
+"""The dev store: Parquet files under the data dir (SPEC §8), one folder per table.
 
-`<data-dir>/raw__edxorg__s3__tables__<table>/<quoted course id>/<load_id>.<part>.parquet`
+```
+<data-dir>/raw__edxorg__s3__tables__<table>/
+    <load_id>.<n>.parquet                     a pack: the rows of many courses
+    <load_id>.r<digest>.parquet               a pack rewritten without re-exported courses
+    <quoted course id>/<load_id>.<n>.parquet  a large course's rows, alone
+    .row_counts.json  .pack_courses.json      caches (not Parquet: the table's glob skips them)
+```
 
-The folder is the course id percent-quoted, never `key=value`: DuckDB would read that as a hive
-partition and add a column to the table.
+Small courses share packs: a pack is a staged file of the load as it is, a hard link (source.py
+writes the rows of small source files together, up to SHARED_FILE_BYTES of them per file). A
+course of a large source file (one staged file of its own) gets a folder: the course id
+percent-quoted, never `key=value` (DuckDB would read that as a hive partition and add a column),
+never ending in `.parquet` (packs do). A table of 5,000 small courses is a few files rather
+than 5,000 folders and files: writing one small file costs more than its rows.
 
-A course is replaced by writing its new parts under a `.partial` name (invisible to the
-`**/*.parquet` glob), then publishing them and deleting the course's files of earlier loads.
-Every step can be repeated after a kill with the same result (consolidation.Consolidator).
-A staged file that holds one course (a large source file's, source.py) becomes that course's
-part as it is, a hard link: no second decoding and encoding of its rows. Staged files shared
-by small courses are split by course, one part per run of rows.
-
-`<data-dir>/raw__edxorg__s3__tables__<table>/.row_counts.json` keeps each file's row count for
-`row_count` (not a Parquet file: the table's glob never reads it).
+A load replaces each course it read: its new rows are written under `.partial` names (invisible
+to the `**/*.parquet` glob) and published, then its rows of earlier loads go: its folder's
+files, and each earlier pack holding it, which is first rewritten without the replaced courses
+(`<load_id>.r<digest of the pack's name>.parquet`, copy-on-write, as Iceberg does; the other
+courses' rows keep their values and load ids). Every step can be repeated after a kill with the
+same result (consolidation.Consolidator): the files of this load are never rewritten, and an
+earlier pack is rewritten into the same name until it is deleted.
 
 Rejects: `<data-dir>/raw__edxorg__s3__rejected_rows/<table>/<quoted course id>/<file>.parquet`,
 one file per source file that had rejects, named after the file's URL: reading a file again
@@ -24,7 +32,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote
@@ -33,25 +41,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edxorg_s3_ingest.consolidation import batches_by_course, empty_course_schema, single_course
+from edxorg_s3_ingest.consolidation import empty_course_schema, single_course
 from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 PARTIAL = ".partial"
+PARQUET = ".parquet"
 MAX_NAME_BYTES = 200
 ROW_COUNTS = ".row_counts.json"
-"""Each file's row count (row_count), beside the course folders; not matched by the glob."""
+"""Each Parquet file's row count (row_count), by its path in the table folder."""
+PACK_COURSES = ".pack_courses.json"
+"""Each pack's courses, by its name."""
 LINEAGE_COLUMNS = ["_course_id", "_dlt_file_path", "_dlt_file_modified", "_dlt_load_id"]
 WRITE_OPTIONS = {"version": "2.4", "compression": "snappy", "use_dictionary": LINEAGE_COLUMNS}
-"""The course files split from shared staged files: dlt's Parquet settings (as the staged
-files), dictionary encoding for the lineage columns, constant in a course file."""
+"""Packs rewritten without some courses: dlt's Parquet settings (as the staged files), with
+dictionary encoding for the lineage columns, constant over each course's rows."""
 
 
 def course_folder(course_id: str) -> str:
-    """A folder name that is the course id, quoted so that no id can leave the table folder."""
+    """A folder name that is the course id, quoted so that no id can leave the table folder or
+    be taken for a pack (a name with `.parquet` in it gets its dots quoted too)."""
     name = quote(course_id, safe="")
     if name.startswith("."):
         name = "%2E" + name[1:]
+    if PARQUET in name:
+        name = name.replace(".", "%2E")
     if len(name.encode()) > MAX_NAME_BYTES:
         digest = hashlib.sha256(course_id.encode()).hexdigest()[:16]
         name = f"{name[: MAX_NAME_BYTES - 17]}~{digest}"
@@ -85,66 +99,86 @@ class ParquetStore:
         self, table_name: str, load_id: str, staged: list[Path], courses: dict
     ) -> None:
         table_dir = self.data_dir / table_name
-        parts: dict[str, list[Path]] = {course: [] for course in courses}
+        table_dir.mkdir(parents=True, exist_ok=True)
+        ours = f"{load_id}."
+        replaced = set(courses)
+        written: list[Path] = []
+        with_rows: set[str] = set()
 
-        def part(course: str) -> Path:
-            if course not in parts:
-                raise RuntimeError(f"{table_name}: staged rows of {course!r} not in manifest")
-            path = self._part(table_dir, course, load_id, len(parts[course]))
-            parts[course].append(path)
-            return path
+        def unknown(found: set[str]) -> None:
+            if found - replaced:
+                names = ", ".join(sorted(map(repr, found - replaced)))
+                raise RuntimeError(f"{table_name}: staged rows of {names} not in manifest")
 
-        shared = []
-        for path in staged:
+        for number, path in enumerate(staged):
             course = single_course(path)
-            if course is None:
-                shared.append(path)
-                continue
-            # One course's rows, written as the table's Parquet: published as they are.
-            _link(path, part(course))
-            crashpoint("store.batch_written")
-        writer, writing = None, None
-        try:
-            for course, batch in batches_by_course(shared):
-                if course != writing or batch.schema != writer.schema:
-                    if writer:
-                        writer.close()
-                    writing = course
-                    writer = pq.ParquetWriter(part(course), batch.schema, **WRITE_OPTIONS)
-                writer.write_batch(batch)
-                crashpoint("store.batch_written")
-        finally:
-            if writer:
-                writer.close()
+            if course is not None:  # a large source file's rows: the course's folder
+                unknown({course})
+                target = self._course_part(table_dir, course, load_id, number)
+                with_rows.add(course)
+            else:  # the rows of small source files, as they are: a pack
+                found = _courses_of(path)
+                unknown(found)
+                with_rows |= found
+                target = table_dir / f"{load_id}.{number}{PARQUET}{PARTIAL}"
+            _link(path, target)
+            written.append(target)
+            crashpoint("store.linked")
         for course, entry in courses.items():
-            if not parts[course]:
-                path = self._part(table_dir, course, load_id, 0)
-                pq.write_table(empty_course_schema(entry["columns"]).empty_table(), path)
-                parts[course].append(path)
+            if course not in with_rows:  # a header-only export: its columns, no rows
+                target = self._course_part(table_dir, course, load_id, len(staged))
+                pq.write_table(empty_course_schema(entry["columns"]).empty_table(), target)
+                written.append(target)
+        packs = self._pack_courses(table_dir)
+        earlier = [name for name in packs if not name.startswith(ours) and packs[name] & replaced]
+        for name in earlier:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+            target = table_dir / f"{load_id}.r{digest}{PARQUET}{PARTIAL}"
+            if _write_without(table_dir / name, replaced, target):
+                written.append(target)
+            crashpoint("store.rest_written")
         crashpoint("store.written")
-        for course in courses:
-            self._publish(table_dir / course_folder(course), load_id, parts[course])
-            crashpoint("store.course_done")
-
-    def _part(self, table_dir: Path, course: str, load_id: str, number: int) -> Path:
-        folder = table_dir / course_folder(course)
-        os.makedirs(folder, exist_ok=True)
-        return folder / f"{load_id}.{number}.parquet{PARTIAL}"
-
-    @staticmethod
-    def _publish(folder: Path, load_id: str, parts: list[Path]) -> None:
-        for part in parts:
-            os.replace(part, part.with_name(part.name.removesuffix(PARTIAL)))
+        for partial in written:
+            os.replace(partial, partial.with_name(partial.name.removesuffix(PARTIAL)))
             # A rename between two links of one file does nothing (POSIX): so it is when a run
-            # killed after publishing a linked part links it again. The partial name goes.
-            part.unlink(missing_ok=True)
+            # killed after publishing a linked file links it again. The partial name goes.
+            partial.unlink(missing_ok=True)
             crashpoint("store.published")
         crashpoint("store.before_delete")
-        with os.scandir(folder) as entries:
-            for old in entries:
-                if not old.name.startswith(f"{load_id}."):
-                    os.unlink(old.path)
-                    crashpoint("store.deleted")
+        self._delete_earlier(table_dir, ours, replaced, earlier)
+
+    def _course_part(self, table_dir: Path, course: str, load_id: str, number: int) -> Path:
+        folder = table_dir / course_folder(course)
+        os.makedirs(folder, exist_ok=True)
+        return folder / f"{load_id}.{number}{PARQUET}{PARTIAL}"
+
+    @staticmethod
+    def _delete_earlier(table_dir: Path, ours: str, replaced: set[str], packs: list[str]) -> None:
+        """The replaced courses' rows of earlier loads: their folders' files, and the earlier
+        packs that held them (published again without them)."""
+        folders = {entry.name for entry in os.scandir(table_dir) if entry.is_dir()}
+        for course in replaced:
+            folder = course_folder(course)
+            if folder not in folders:
+                continue
+            with os.scandir(table_dir / folder) as entries:
+                for old in entries:
+                    if not old.name.startswith(ours):
+                        os.unlink(old.path)
+                        crashpoint("store.deleted")
+            with suppress(OSError):  # a course now in a pack leaves its folder empty
+                os.rmdir(table_dir / folder)
+        for name in packs:
+            (table_dir / name).unlink(missing_ok=True)
+            crashpoint("store.deleted")
+
+    def _pack_courses(self, table_dir: Path) -> dict[str, set[str]]:
+        """Each published pack's courses, each pack's `_course_id` column read once (cached in
+        PACK_COURSES by the pack's size and modification time)."""
+        with os.scandir(table_dir) as entries:
+            packs = [e.path for e in entries if e.is_file() and e.name.endswith(PARQUET)]
+        known = _cached(table_dir, PACK_COURSES, packs, lambda path: sorted(_courses_of(path)))
+        return {name: set(courses) for name, courses in known.items()}
 
     def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
         folder = self.data_dir / REJECTS_TABLE / table
@@ -169,30 +203,65 @@ class ParquetStore:
 
     def row_count(self, table_name: str) -> int:
         """The rows of every file of the table (the `**/*.parquet` glob), each file's count read
-        from its footer once: the counts are kept in the table folder's ROW_COUNTS, by file
-        name, size and modification time (a table of 10,000 courses is 10,000 footers)."""
+        from its footer once (cached in ROW_COUNTS by the file's size and modification time)."""
         folder = self.data_dir / table_name
-        cache = folder / ROW_COUNTS
-        try:
-            known = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            known = {}
-        if not isinstance(known, dict):
-            known = {}
-        counts = {}
-        for path in _parquet_files(folder):
-            stat = os.stat(path)
-            name = os.path.relpath(path, folder)
-            entry = known.get(name)
-            if not (isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]):
-                entry = [stat.st_size, stat.st_mtime_ns, pq.read_metadata(path).num_rows]
-            counts[name] = entry
-        if counts != known and folder.is_dir():
-            with suppress(OSError):  # only a cache
-                temporary = cache.with_name(cache.name + PARTIAL)
-                temporary.write_text(json.dumps(counts))
-                os.replace(temporary, cache)
-        return sum(entry[2] for entry in counts.values())
+        files = list(_parquet_files(folder))
+        counts = _cached(folder, ROW_COUNTS, files, lambda path: pq.read_metadata(path).num_rows)
+        return sum(counts.values())
+
+
+def _cached(folder: Path, cache_name: str, paths: list[str], fact: Callable) -> dict:
+    """`fact(path)` of each path, by its path relative to `folder`; kept in the JSON file
+    `cache_name` there with each file's size and modification time, and computed again only
+    for a file that is new or changed (a table of many files is as many footers)."""
+    cache = folder / cache_name
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    entries = {}
+    for path in paths:
+        stat = os.stat(path)
+        name = os.path.relpath(path, folder)
+        entry = known.get(name)
+        if not (isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]):
+            entry = [stat.st_size, stat.st_mtime_ns, fact(path)]
+        entries[name] = entry
+    if entries != known and folder.is_dir():
+        with suppress(OSError):  # only a cache
+            temporary = cache.with_name(cache.name + PARTIAL)
+            temporary.write_text(json.dumps(entries))
+            os.replace(temporary, cache)
+    return {name: entry[2] for name, entry in entries.items()}
+
+
+def _courses_of(path: str | os.PathLike) -> set[str]:
+    """The courses with rows in a Parquet file of the table (its `_course_id` column)."""
+    parquet = pq.ParquetFile(path)
+    if "_course_id" not in parquet.schema_arrow.names:
+        return set()
+    column = parquet.read(columns=["_course_id"], use_threads=False).column(0)
+    return set(pc.unique(column).drop_null().to_pylist())
+
+
+def _write_without(source: Path, courses: set[str], target: Path) -> bool:
+    """`source`'s rows but those of `courses`, into `target`, a row group at a time; False
+    (and no target) when no row is left."""
+    parquet = pq.ParquetFile(source)
+    drop = pa.array(sorted(courses), pa.string())
+    rows = 0
+    with pq.ParquetWriter(target, parquet.schema_arrow, **WRITE_OPTIONS) as writer:
+        for group in range(parquet.num_row_groups):
+            batch = parquet.read_row_group(group, use_threads=False)
+            kept = batch.filter(pc.invert(pc.is_in(batch.column("_course_id"), drop)))
+            if kept.num_rows:
+                writer.write_table(kept, row_group_size=kept.num_rows)
+                rows += kept.num_rows
+    if not rows:
+        target.unlink()
+    return bool(rows)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -214,5 +283,5 @@ def _parquet_files(folder: Path) -> Iterator[str]:
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from _parquet_files(Path(entry.path))
-        elif entry.name.endswith(".parquet"):
+        elif entry.name.endswith(PARQUET):
             yield entry.path

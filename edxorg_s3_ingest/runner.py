@@ -136,23 +136,29 @@ def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refr
             _restart(report)
 
 
-def _unchanged(table: str, settings: Settings, report: TableReport) -> bool:
+def _unchanged(
+    table: str, settings: Settings, report: TableReport, sizes: dict[str, int] | None = None
+) -> bool:
     """SPEC §7, "a no-op run does one listing and nothing else": when no killed run left work
     and the table's listing holds nothing its state does not already describe (no new or
     changed file version, no new empty file, no file gone), dlt is not run at all (it would
     extract an empty load package, then normalize and drop it). Asked under the table's lock.
     The report gets what the source would have reported (source.read_table), from the same
-    plan."""
+    plan. With `sizes`, the table is listed even when it must be loaded, and `sizes[table]`
+    gets the bytes its load reads (the order of loads in workers: largest first)."""
     from edxorg_s3_ingest.incremental import preview
     from edxorg_s3_ingest.landing import list_prod_files
     from edxorg_s3_ingest.loads import has_pending_work, stored_resource_state
 
     state = stored_resource_state(settings, table)
-    if state is None or has_pending_work(settings, table):
+    must_load = state is None or has_pending_work(settings, table)
+    if must_load and sizes is None:
         return False
     listing = list_prod_files(settings.bucket_url, table)
-    work = preview(listing.files, state)
-    if not work.changes_nothing:
+    work = preview(listing.files, state or {})
+    if sizes is not None:
+        sizes[table] = sum(file.size for file in work.to_read)
+    if must_load or not work.changes_nothing:
         return False
     report.files_seen = work.files_seen
     report.files_skipped = work.files_skipped
@@ -162,7 +168,9 @@ def _unchanged(table: str, settings: Settings, report: TableReport) -> bool:
     return True
 
 
-def unchanged_in_dev(table: str, settings: Settings) -> TableReport | None:
+def unchanged_in_dev(
+    table: str, settings: Settings, sizes: dict[str, int] | None = None
+) -> TableReport | None:
     """The report of a dev table with nothing new, decided in this process with neither dlt nor
     pyarrow (`_unchanged`), or None when the table must be loaded (or a load would report a
     problem: a busy table, a failed listing). The row count is the one the state records
@@ -177,7 +185,7 @@ def unchanged_in_dev(table: str, settings: Settings) -> TableReport | None:
     report.start()
     try:
         with table_lock(settings, table):
-            if not _unchanged(table, settings, report):
+            if not _unchanged(table, settings, report, sizes):
                 return None
             state = stored_resource_state(settings, table)
     except Exception:  # noqa: BLE001 - the table's load meets it again and reports it
@@ -214,7 +222,9 @@ def load_tables(
     from edxorg_s3_ingest.landing import DB_TABLE, unknown_table_folders
 
     run = RunReport(settings.environment, {})
-    reports = {} if full_refresh else _unchanged_tables(tables, settings)
+    # The bytes each table's load reads, when several tables load at once (their order).
+    sizes: dict[str, int] | None = {} if worker_count(workers, len(tables)) > 1 else None
+    reports = {} if full_refresh else _unchanged_tables(tables, settings, sizes)
     for report in reports.values():
         if on_start:
             on_start(report)
@@ -225,7 +235,9 @@ def load_tables(
     if count > 1:
         from edxorg_s3_ingest.workers import load_in_workers
 
-        reports |= load_in_workers(left, settings, full_refresh, count, on_start, on_done, on_log)
+        reports |= load_in_workers(
+            left, settings, full_refresh, count, on_start, on_done, on_log, sizes or None
+        )
     else:
         for table in left:
             reports[table] = load_table(table, settings, full_refresh, on_start)
@@ -254,19 +266,26 @@ def load_tables(
     return run
 
 
-def _unchanged_tables(tables: list[str], settings: Settings) -> dict[str, TableReport]:
+def _unchanged_tables(
+    tables: list[str], settings: Settings, sizes: dict[str, int] | None
+) -> dict[str, TableReport]:
     """The reports of the dev tables with nothing new, found before any table is loaded: a run
     with nothing new lists the landing zone and ends, with no worker process started. S3
-    listings overlap (they wait on the network)."""
+    listings overlap (they wait on the network). `sizes`, if given, gets the bytes each other
+    table's load reads, from the same listings."""
     from edxorg_s3_ingest.landing import is_s3
 
     if settings.environment != "dev":
         return {}
+
+    def unchanged(table: str) -> TableReport | None:
+        return unchanged_in_dev(table, settings, sizes)
+
     if not is_s3(settings.bucket_url):  # a local listing has no wait to overlap
-        found = [unchanged_in_dev(table, settings) for table in tables]
-        return {report.table: report for report in found if report is not None}
-    with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
-        found = list(pool.map(lambda table: unchanged_in_dev(table, settings), tables))
+        found = [unchanged(table) for table in tables]
+    else:
+        with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
+            found = list(pool.map(unchanged, tables))
     return {report.table: report for report in found if report is not None}
 
 

@@ -19,8 +19,9 @@ and the column order of dlt's schema; the main thread hands each finished Parque
 as an imported file (`dlt.mark.with_file_import`: a hard link, not a second encoding). A large
 source file (the MAX_OWN_FILES largest of OWN_FILE_BYTES or more) gets a Parquet file of its
 own: its staged file holds exactly one course, which the store publishes as it is (a hard
-link); the others share files, which the store splits by course (few staged files, few load
-jobs). Arrow allocates from jemalloc (`use_lean_memory_pool`).
+link); the others share files of up to SHARED_FILE_BYTES source bytes, which the dev store
+publishes as they are too, as packs of courses (parquet_store.py). Arrow allocates from
+jemalloc (`use_lean_memory_pool`).
 """
 
 import base64
@@ -170,12 +171,14 @@ OWN_FILE_BYTES = 2 << 20
 store publishes it as it is, with no second encoding)..."""
 MAX_OWN_FILES = 64
 """... but only the largest MAX_OWN_FILES of a run; the others share Parquet files of up to
-SHARED_FILE_BYTES source bytes, which the store splits by course. Few staged files matter:
-dlt loads each as a job, and a job costs about what splitting 2 MB of rows out of a shared
-file costs (it is extracted, normalized and loaded, and every job rewrites the whole package
-state); with 1,000 jobs on dlt's 20 loader threads, dlt has crashed (SIGSEGV in orjson, 1 run
-in 5; destination.py runs 4 jobs at most at once)."""
-SHARED_FILE_BYTES = 256 << 20
+SHARED_FILE_BYTES source bytes. Few staged files matter: dlt loads each as a job (it is
+extracted, normalized and loaded, and every job rewrites the whole package state); with 1,000
+jobs on dlt's 20 loader threads, dlt has crashed (SIGSEGV in orjson, 1 run in 5; destination.py
+runs 4 jobs at most at once)."""
+SHARED_FILE_BYTES = 64 << 20
+"""A shared file becomes a pack of the dev store as it is; a later re-export of one of its
+courses rewrites the pack without that course (parquet_store.py): this bounds what that costs
+(~0.3 s), at one load job per 64 MB."""
 PARQUET_OPTIONS = {"version": "2.4", "compression": "snappy"}
 """What dlt's own Parquet writer uses (dlt.common.data_writers.writers.ParquetDataWriter)."""
 

@@ -62,9 +62,12 @@ def load_in_workers(
     on_start: Callable[[TableReport], None] | None,
     on_done: Callable[[TableReport], None] | None,
     on_log: Callable[[logging.LogRecord], None] | None,
+    sizes: dict[str, int] | None = None,
 ) -> dict[str, TableReport]:
-    """The tables in `workers` worker processes, largest tables first; each worker loads one
-    table at a time, asked by this process, and is asked for the next one when it reports.
+    """The tables in `workers` worker processes, largest tables first (by `sizes`, the bytes
+    each table's load reads, when the caller listed them; else `_largest_first`); each worker
+    loads one table at a time, asked by this process, and is asked for the next one when it
+    reports.
 
     Supervised here rather than by a `ProcessPoolExecutor`: when a worker dies (SIGKILL from
     the kernel's out-of-memory killer or a user, a crash in native code), this process knows
@@ -76,7 +79,7 @@ def load_in_workers(
     nothing new costs.
     """
     context = _worker_context()
-    waiting = _largest_first(tables, settings) if len(tables) > workers else list(tables)
+    waiting = load_order(tables, settings, sizes) if len(tables) > workers else list(tables)
     pool: list[_Worker] = []
     reports: dict[str, TableReport] = {}
 
@@ -167,14 +170,18 @@ def _worker_context():
     return context
 
 
-def _largest_first(tables: list[str], settings: Settings) -> list[str]:
-    """The order tables are handed to workers: by the bytes of each course's current file in the
-    table's dlt state, largest first, so that the longest load starts first instead of last
-    (LPT scheduling: with the big tables under way, the small ones fill the other workers).
-    The listing that would say what this run reads is per table, in its worker; the table's
-    size is a good guess of what a run of it reads (a re-export is about the size of the file
-    it replaces). A table never loaded (no state) has no size: those come last,
-    in the requested order (in a steady state they are the tables with no prod files)."""
+def load_order(
+    tables: list[str], settings: Settings, sizes: dict[str, int] | None = None
+) -> list[str]:
+    """The order tables are handed to workers: largest load first, so that the longest load
+    starts first instead of last (LPT scheduling: with the big tables under way, the small ones
+    fill the other workers). By `sizes`, the bytes each table's load reads (the CLI's dev runs
+    list every table before loading, runner._unchanged_tables); else by the bytes of each
+    course's current file in the table's dlt state: a table's size is a good guess of what a
+    run of it reads (a re-export is about the size of the file it replaces), and a table never
+    loaded (no state) comes last. Ties keep the requested order."""
+    if sizes is not None:
+        return sorted(tables, key=lambda table: -sizes.get(table, -1))
 
     from edxorg_s3_ingest.loads import stored_resource_state  # not at import: WORKER_PRELOAD
 

@@ -9,7 +9,6 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import duckdb
 
@@ -62,21 +61,19 @@ class Harness:
         assert report["ok"] is True, report
         return report["tables"][self.table]
 
-    def snapshot(self, *courses: str) -> dict[str, int]:
-        """Every Parquet file (of the given courses' folders, else of the whole data dir)."""
-        folders = [self.course_dir(course) for course in courses] or [self.data]
+    def snapshot(self) -> dict[str, int]:
+        """Every file of the data dir and when it was last written."""
         return {
             str(path): path.stat().st_mtime_ns
-            for folder in folders
-            for path in sorted(folder.rglob("*"))
+            for path in sorted(self.data.rglob("*"))
             if path.is_file()
         }
 
-    def course_dir(self, course: str) -> Path:
-        """The course's folder: its id percent-quoted (parquet_store.py documents the layout)."""
-        folder = self.data / self.name / quote(course, safe="")
-        assert folder.is_dir(), folder
-        return folder
+    def course_rows(self, *courses: str) -> list[tuple]:
+        """The given courses' rows, every column with its load id: what "untouched" means (a
+        pack that held them may have been rewritten without another course)."""
+        rows = [row for row in self.rows() if row["_course_id"] in courses]
+        return sorted(tuple(sorted(row.items(), key=str)) for row in rows)
 
     def rows(self) -> list[dict]:
         return table_rows(self.data, self.name)
@@ -153,13 +150,13 @@ def test_each_course_holds_exactly_its_newest_export(tmp_path):
     assert {row["_dlt_file_path"] for row in rows} == {c1.url, c2.url, c3.url}
 
     # 2. Re-export of C1: a changed, a removed and an added row; the old file stays.
-    untouched = h.snapshot(C2, C3)
+    untouched = h.course_rows(C2, C3)
     c1b = land.export(C1, COLUMNS, [["1", "a", "30"], ["3", "c", "NULL"]], T + 100)
     report = h.run()
     assert (report["files_seen"], counts(report)) == (4, (1, 1, 2, 0))
     rows = h.check()
     assert paths(rows, C1) == {c1b.url}
-    assert c1.path.exists() and h.snapshot(C2, C3) == untouched
+    assert c1.path.exists() and h.course_rows(C2, C3) == untouched
 
     # 3. A late file for C2, older than its current file: nothing is read, nothing changes.
     before = h.snapshot()
@@ -178,22 +175,22 @@ def test_each_course_holds_exactly_its_newest_export(tmp_path):
     h.check()
 
     # 5. A zero-byte file, newest in C3: rejected as empty_file, never counts as newest.
-    table_before = h.snapshot(C1, C2, C3)
+    table_before = h.course_rows(C1, C2, C3)
     empty = land.write(C3, b"", T + 600)
     h.rejects.append((empty.url, "empty_file", None))
     report = h.run()
     assert (report["files_seen"], counts(report)) == (6, (0, 0, 0, 1))
-    assert h.snapshot(C1, C2, C3) == table_before
+    assert h.course_rows(C1, C2, C3) == table_before
     assert paths(h.check(), C3) == {c3.url}
 
     # 6. A header-only re-export of C2 empties it; the other courses are untouched.
-    untouched = h.snapshot(C1, C3)
+    untouched = h.course_rows(C1, C3)
     header_only = land.export(C2, COLUMNS, [], T + 700)
     report = h.run()
     assert counts(report) == (1, 1, 0, 0)
     rows = h.check()
     assert not [row for row in rows if row["_course_id"] == C2]
-    assert h.snapshot(C1, C3) == untouched
+    assert h.course_rows(C1, C3) == untouched
     assert header_only.path.exists()
 
     # 7. C3's current file re-uploaded unchanged (same key and size, newer mtime): no read.

@@ -287,6 +287,28 @@ def files_written(root: Path) -> dict[str, int]:
     }
 
 
+def test_largest_load_starts_first(tmp_path):
+    """The CLI lists every dev table before loading (runner._unchanged_tables): the bytes each
+    table's load reads decide the order tables go to workers, largest first, also on a first
+    run (no state to guess from) and whatever order the tables were asked in."""
+    from edxorg_s3_ingest import runner
+    from edxorg_s3_ingest.settings import Settings
+    from edxorg_s3_ingest.workers import load_order
+
+    tables = ["teams", "auth_user", "courseware_studentmodule"]
+    for table, courses in zip(tables, (1, 2, 3), strict=True):
+        landing = Landing(tmp_path / "landing", table)
+        for course in range(courses):
+            landing.write(f"MITx-{course}", b"id\tx\n" + b"1\tyy\n" * 100, 1_700_000_000)
+    settings = Settings("dev", str(tmp_path / "landing"), tmp_path / "data", tmp_path / "pipes")
+    sizes: dict[str, int] = {}
+    assert runner._unchanged_tables(tables, settings, sizes) == {}
+    assert sizes == {table: n * (5 + 5 * 100) for table, n in zip(tables, (1, 2, 3), strict=True)}
+    assert load_order(tables, settings, sizes) == list(reversed(tables))
+    # Without sizes and without state (qa, production: no listing before loading): as asked.
+    assert load_order(tables, settings) == tables
+
+
 def test_full_refresh_is_never_a_no_op(tmp_path):
     run_report("--tables", "teams,auth_user", *folders(tmp_path))
     report = run_report("--tables", "teams,auth_user", "--full-refresh", *folders(tmp_path))

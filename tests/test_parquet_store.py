@@ -1,28 +1,36 @@
-"""The dev store's course replacement (parquet_store.py, consolidation.py): a staged file of one
-course is published as it is (same bytes, a link), staged files of many courses are split by
-course, a replacement applied twice (a re-run after a kill) leaves the same files and nothing
-partial, and the row count reads each file's footer once."""
+"""The dev store's course replacement (parquet_store.py): a staged file of one course is
+published as it is in the course's folder, a staged file of many courses as it is as a pack (a
+link each); a re-export rewrites the earlier pack without its course, leaving the other
+courses' rows as they were; a replacement killed at any step and repeated leaves exactly the
+table it should, and nothing partial; the row count reads each file's footer once."""
 
-import filecmp
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from edxorg_s3_ingest.consolidation import batches_by_course, single_course
-from edxorg_s3_ingest.parquet_store import ROW_COUNTS, ParquetStore, course_folder
+from edxorg_s3_ingest import parquet_store
+from edxorg_s3_ingest.consolidation import single_course
+from edxorg_s3_ingest.parquet_store import (
+    PACK_COURSES,
+    PARTIAL,
+    ROW_COUNTS,
+    ParquetStore,
+    course_folder,
+)
 
 TABLE = "raw__edxorg__s3__tables__teams"
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rows(*courses: tuple[str, int]) -> pa.Table:
+def rows(*courses: tuple[str, int], load_id: str = "1.5", tag: str = "") -> pa.Table:
     """Consecutive runs of (course, number of rows), with the lineage columns."""
     ids, names = [], []
     for course, count in courses:
-        ids += [f"{course}-{n}" for n in range(count)]
+        ids += [f"{course}-{n}{tag}" for n in range(count)]
         names += [course] * count
     count = len(ids)
     return pa.table(
@@ -32,14 +40,14 @@ def rows(*courses: tuple[str, int]) -> pa.Table:
             "_course_id": pa.array(names, pa.string()),
             "_dlt_file_path": pa.array([f"s3://b/{name}/f.tsv" for name in names], pa.string()),
             "_dlt_file_modified": pa.array([WHEN] * count, pa.timestamp("us", tz="UTC")),
-            "_dlt_load_id": pa.array(["1.5"] * count, pa.string()),
+            "_dlt_load_id": pa.array([load_id] * count, pa.string()),
         }
     )
 
 
-def staged(tmp_path: Path, name: str, table: pa.Table, row_group_size: int = 4) -> Path:
-    path = tmp_path / "staged" / name
-    path.parent.mkdir(exist_ok=True)
+def staged(folder: Path, name: str, table: pa.Table, row_group_size: int = 4) -> Path:
+    path = folder / "staged" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=row_group_size)
     return path
 
@@ -48,8 +56,22 @@ def manifest(*courses: str) -> dict:
     return {course: {"columns": ["id"]} for course in courses}
 
 
-def published(store: ParquetStore, course: str) -> list[Path]:
-    return sorted((store.data_dir / TABLE / course_folder(course)).iterdir())
+def table_files(store: ParquetStore) -> list[str]:
+    """Every file of the table folder, by its path in it."""
+    root = store.data_dir / TABLE
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+def table(store: ParquetStore) -> list[dict]:
+    """The whole table (its `**/*.parquet` files), as sorted rows."""
+    parts = [pq.read_table(path) for path in (store.data_dir / TABLE).rglob("*.parquet")]
+    found = pa.concat_tables(parts, promote_options="permissive").to_pylist() if parts else []
+    return sorted(found, key=lambda row: (row["_course_id"], row["id"]))
+
+
+def sorted_rows(*tables: pa.Table) -> list[dict]:
+    found = pa.concat_tables(tables).to_pylist()
+    return sorted(found, key=lambda row: (row["_course_id"], row["id"]))
 
 
 def test_one_course_file_is_published_as_it_is(tmp_path):
@@ -57,41 +79,139 @@ def test_one_course_file_is_published_as_it_is(tmp_path):
     assert single_course(path) == "A"
     store = ParquetStore(tmp_path / "data")
     store.replace_courses(TABLE, "1.5", [path], manifest("A"))
-    (part,) = published(store, "A")
-    assert part.name == "1.5.0.parquet"
-    assert filecmp.cmp(part, path, shallow=False)
-    assert os.stat(part).st_ino == os.stat(path).st_ino  # a link, same filesystem
+    assert table_files(store) == [f"{course_folder('A')}/1.5.0.parquet"]
+    part = store.data_dir / TABLE / course_folder("A") / "1.5.0.parquet"
+    assert os.stat(part).st_ino == os.stat(path).st_ino  # a link: the same bytes, no copy
 
 
-def test_shared_files_are_split_by_course_in_runs(tmp_path):
-    table = rows(("A", 3), ("B", 6), ("C", 1), ("A", 2))
-    path = staged(tmp_path, "shared.parquet", table)
-    assert single_course(path) is None
-    runs = [(course, batch.num_rows) for course, batch in batches_by_course([path])]
-    # Row groups of 4 rows: runs are cut at each course change and at each row group.
-    assert runs == [("A", 3), ("B", 1), ("B", 4), ("B", 1), ("C", 1), ("A", 2)]
+def test_many_courses_file_is_published_as_it_is_as_a_pack(tmp_path):
+    first = staged(tmp_path, "a.parquet", rows(("A", 3), ("B", 6), ("C", 1), ("A", 2)))
+    second = staged(tmp_path, "b.parquet", rows(("D", 2), ("E", 1)))
+    assert single_course(first) is None
     store = ParquetStore(tmp_path / "data")
-    store.replace_courses(TABLE, "1.5", [path], manifest("A", "B", "C"))
-    for course in "ABC":
-        got = pa.concat_tables(pq.read_table(part) for part in published(store, course))
-        expected = table.filter(pa.compute.equal(table["_course_id"], course))
-        assert got.to_pylist() == expected.to_pylist()
-    assert [part.name for part in published(store, "A")] == ["1.5.0.parquet", "1.5.1.parquet"]
+    store.replace_courses(TABLE, "1.5", [first, second], manifest(*"ABCDE"))
+    assert table_files(store) == ["1.5.0.parquet", "1.5.1.parquet"]
+    assert os.stat(store.data_dir / TABLE / "1.5.0.parquet").st_ino == os.stat(first).st_ino
+    assert table(store) == sorted_rows(pq.read_table(first), pq.read_table(second))
 
 
-def test_replacing_twice_leaves_the_same_files_and_nothing_partial(tmp_path):
-    own = staged(tmp_path, "own.parquet", rows(("A", 5)))
-    shared = staged(tmp_path, "shared.parquet", rows(("B", 2), ("C", 2)))
+def test_a_re_export_rewrites_the_pack_without_its_course(tmp_path):
+    """C is re-exported: the pack of A, B, C is published again without C (A and B with their
+    rows and load ids as they were), the pack of D and E is untouched, C's new rows are in."""
     store = ParquetStore(tmp_path / "data")
-    old = store.data_dir / TABLE / course_folder("A") / "0.9.0.parquet"
-    old.parent.mkdir(parents=True)
-    pq.write_table(rows(("A", 1)), old)
-    for _ in range(2):  # the second time: as a run killed after publishing would do it again
-        store.replace_courses(TABLE, "1.5", [own, shared], manifest("A", "B", "C"))
-        files = sorted(p.relative_to(store.data_dir) for p in store.data_dir.rglob("*"))
-        assert not [path for path in files if path.name.endswith(".partial")]
-        assert [part.name for part in published(store, "A")] == ["1.5.0.parquet"]
-    assert store.row_count(TABLE) == 9
+    abc = rows(("A", 3), ("B", 6), ("C", 2))
+    de = rows(("D", 2), ("E", 1))
+    first = [staged(tmp_path / "1", "a.parquet", abc), staged(tmp_path / "1", "b.parquet", de)]
+    store.replace_courses(TABLE, "1.5", first, manifest(*"ABCDE"))
+    untouched = os.stat(store.data_dir / TABLE / "1.5.1.parquet").st_mtime_ns
+    c = rows(("C", 4), load_id="2.5", tag="new")
+    store.replace_courses(TABLE, "2.5", [staged(tmp_path / "2", "c.parquet", c)], manifest("C"))
+    files = table_files(store)
+    (rewritten,) = [name for name in files if name.startswith("2.5.r")]
+    # One course's staged file: its folder, as a large export's.
+    assert files == [
+        PACK_COURSES,
+        "1.5.1.parquet",
+        rewritten,
+        f"{course_folder('C')}/2.5.0.parquet",
+    ]
+    assert os.stat(store.data_dir / TABLE / "1.5.1.parquet").st_mtime_ns == untouched
+    kept = abc.filter(pa.compute.not_equal(abc["_course_id"], "C"))
+    assert table(store) == sorted_rows(kept, de, c)
+    assert store.row_count(TABLE) == 3 + 6 + 2 + 1 + 4
+    # A course of a large export moves from a pack to its folder, and back into a pack.
+    big = rows(("A", 5), load_id="3.5", tag="big")
+    store.replace_courses(TABLE, "3.5", [staged(tmp_path / "3", "a.parquet", big)], manifest("A"))
+    assert (store.data_dir / TABLE / course_folder("A")).is_dir()
+    small = rows(("A", 1), ("B", 1), load_id="4.5", tag="small")
+    store.replace_courses(
+        TABLE, "4.5", [staged(tmp_path / "4", "ab.parquet", small)], manifest("A", "B")
+    )
+    assert not (store.data_dir / TABLE / course_folder("A")).exists()
+    assert table(store) == sorted_rows(small, c, de)
+
+
+def test_a_header_only_export_empties_its_course_and_keeps_its_columns(tmp_path):
+    store = ParquetStore(tmp_path / "data")
+    ab = staged(tmp_path / "1", "ab.parquet", rows(("A", 2), ("B", 2)))
+    store.replace_courses(TABLE, "1.5", [ab], manifest("A", "B"))
+    store.replace_courses(TABLE, "2.5", [], {"B": {"columns": ["id", "mascot"]}})
+    assert table(store) == sorted_rows(rows(("A", 2)).append_column("mascot", pa.nulls(2)))
+    assert (
+        "mascot"
+        in pq.read_schema(store.data_dir / TABLE / course_folder("B") / "2.5.0.parquet").names
+    )
+
+
+def load_three_times(tmp_path: Path, store: ParquetStore) -> list[dict]:
+    """Loads 1.5 (packs and an own file), 2.5 (re-exports of packed and own courses) and 3.5;
+    returns what the table must then hold."""
+    loads = [
+        ("1.5", [rows(("A", 3), ("B", 4), ("C", 1)), rows(("D", 6))], "ABCD"),
+        (
+            "2.5",
+            [rows(("B", 2), ("E", 1), load_id="2.5", tag="x"), rows(("D", 2), load_id="2.5")],
+            "BDE",
+        ),
+        ("3.5", [rows(("A", 1), ("E", 3), load_id="3.5", tag="y")], "AE"),
+    ]
+    for load_id, tables, courses in loads:
+        paths = [staged(tmp_path / load_id, f"{n}.parquet", t) for n, t in enumerate(tables)]
+        store.replace_courses(TABLE, load_id, paths, manifest(*courses))
+    return table(store)
+
+
+class Killed(Exception):
+    pass
+
+
+class KillOnce:
+    """A crash point that stops the load the `at`-th time (from 0) any point is reached."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.reached = at, 0
+
+    def __call__(self, name: str) -> None:
+        self.reached += 1
+        if self.reached - 1 == self.at:
+            raise Killed(name)
+
+
+class DoneAgainWhenKilled(ParquetStore):
+    """A store whose replacement, when stopped, is done again from the start (as the next run
+    completes the load package the killed one left)."""
+
+    def replace_courses(self, *args) -> None:
+        try:
+            super().replace_courses(*args)
+        except Killed:
+            super().replace_courses(*args)
+
+
+def test_a_replacement_killed_at_any_step_and_repeated_is_exact(tmp_path, monkeypatch):
+    """Every crash point of the store, each time it is reached in three loads: the load is
+    stopped there and done again; the table ends exactly as three loads never stopped leave
+    it, with nothing partial."""
+    expected = load_three_times(tmp_path / "clean", ParquetStore(tmp_path / "clean" / "data"))
+    hits: list[str] = []
+    monkeypatch.setattr(parquet_store, "crashpoint", hits.append)
+    load_three_times(tmp_path / "count", ParquetStore(tmp_path / "count" / "data"))
+    assert {"store.linked", "store.rest_written", "store.published", "store.deleted"} <= set(hits)
+    for stop_at, point in enumerate(hits):
+        monkeypatch.setattr(parquet_store, "crashpoint", KillOnce(stop_at))
+        root = tmp_path / f"kill-{stop_at}"
+        store = DoneAgainWhenKilled(root / "data")
+        assert load_three_times(root, store) == expected, point
+        assert not [name for name in table_files(store) if name.endswith(PARTIAL)], point
+
+
+@pytest.mark.parametrize(
+    "course", ["1.5.0.parquet", "x.parquet.partial", ".parquet", "..", "a/b", "%2E"]
+)
+def test_no_course_folder_can_be_taken_for_a_pack(course):
+    name = course_folder(course)
+    assert ".parquet" not in name and not name.startswith(".") and "/" not in name
+    assert name != course_folder(course + "x")
 
 
 def test_row_count_reads_each_footer_once(tmp_path, monkeypatch):
@@ -106,9 +226,10 @@ def test_row_count_reads_each_footer_once(tmp_path, monkeypatch):
     assert store.row_count(TABLE) == 7
     assert reads == []
     # A file replaced under the same name, and a new file: read again.
-    (part,) = published(store, "A")
-    pq.write_table(rows(("A", 10)), part)
-    pq.write_table(rows(("A", 1)), part.with_name("stray.parquet"))
-    assert store.row_count(TABLE) == 4 + 10 + 1
+    pack = store.data_dir / TABLE / "1.5.0.parquet"
+    pack.unlink()  # a link to the staged file: replaced, not written into
+    pq.write_table(rows(("A", 10)), pack)
+    pq.write_table(rows(("A", 1)), pack.with_name("stray.parquet"))
+    assert store.row_count(TABLE) == 10 + 1
     assert sorted(Path(p).name for p in reads) == ["1.5.0.parquet", "stray.parquet"]
     assert store.row_count("raw__edxorg__s3__tables__none") == 0
