@@ -26,6 +26,7 @@ MODULES = (
     "test_faults_s3.py",
     "test_faults_kill_lake.py",
     "test_crash.py",
+    "test_parquet_store.py",
     "test_fuzz.py",
     "test_paths.py",
     "test_secrets.py",
