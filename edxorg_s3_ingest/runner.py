@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -137,7 +138,11 @@ def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refr
 
 
 def _unchanged(
-    table: str, settings: Settings, report: TableReport, sizes: dict[str, int] | None = None
+    table: str,
+    settings: Settings,
+    report: TableReport,
+    sizes: dict[str, int] | None = None,
+    must_load: Callable[[], None] | None = None,
 ) -> bool:
     """SPEC §7, "a no-op run does one listing and nothing else": when no killed run left work
     and the table's listing holds nothing its state does not already describe (no new or
@@ -145,20 +150,27 @@ def _unchanged(
     extract an empty load package, then normalize and drop it). Asked under the table's lock.
     The report gets what the source would have reported (source.read_table), from the same
     plan. With `sizes`, the table is listed even when it must be loaded, and `sizes[table]`
-    gets the bytes its load reads (the order of loads in workers: largest first)."""
+    gets the bytes its load reads (the order of loads in workers: largest first); `must_load`
+    is called as soon as the table is known to need a load."""
     from edxorg_s3_ingest.incremental import preview
     from edxorg_s3_ingest.landing import list_prod_files
     from edxorg_s3_ingest.loads import has_pending_work, stored_resource_state
 
     state = stored_resource_state(settings, table)
-    must_load = state is None or has_pending_work(settings, table)
-    if must_load and sizes is None:
+    first_or_pending = state is None or has_pending_work(settings, table)
+    if first_or_pending and must_load:
+        must_load()
+    if first_or_pending and sizes is None:
         return False
     listing = list_prod_files(settings.bucket_url, table)
     work = preview(listing.files, state or {})
     if sizes is not None:
         sizes[table] = sum(file.size for file in work.to_read)
-    if must_load or not work.changes_nothing:
+    if first_or_pending:
+        return False
+    if not work.changes_nothing:
+        if must_load:
+            must_load()
         return False
     report.files_seen = work.files_seen
     report.files_skipped = work.files_skipped
@@ -169,7 +181,10 @@ def _unchanged(
 
 
 def unchanged_in_dev(
-    table: str, settings: Settings, sizes: dict[str, int] | None = None
+    table: str,
+    settings: Settings,
+    sizes: dict[str, int] | None = None,
+    must_load: Callable[[], None] | None = None,
 ) -> TableReport | None:
     """The report of a dev table with nothing new, decided in this process with neither dlt nor
     pyarrow (`_unchanged`), or None when the table must be loaded (or a load would report a
@@ -185,7 +200,7 @@ def unchanged_in_dev(
     report.start()
     try:
         with table_lock(settings, table):
-            if not _unchanged(table, settings, report, sizes):
+            if not _unchanged(table, settings, report, sizes, must_load):
                 return None
             state = stored_resource_state(settings, table)
     except Exception:  # noqa: BLE001 - the table's load meets it again and reports it
@@ -271,15 +286,29 @@ def _unchanged_tables(
 ) -> dict[str, TableReport]:
     """The reports of the dev tables with nothing new, found before any table is loaded: a run
     with nothing new lists the landing zone and ends, with no worker process started. S3
-    listings overlap (they wait on the network). `sizes`, if given, gets the bytes each other
-    table's load reads, from the same listings."""
+    listings overlap (they wait on the network). `sizes`, if given (several tables may load at
+    once), gets the bytes each other table's load reads, from the same listings; and once two
+    tables are known to need a load, the worker processes' fork server starts."""
     from edxorg_s3_ingest.landing import is_s3
 
     if settings.environment != "dev":
         return {}
+    to_load: set[str] = set()
+    lock = threading.Lock()
 
     def unchanged(table: str) -> TableReport | None:
-        return unchanged_in_dev(table, settings, sizes)
+        def must_load() -> None:
+            with lock:
+                to_load.add(table)
+                if len(to_load) != 2:
+                    return
+            # Worker processes will load them: the fork server's imports (~0.5 s) run on the
+            # other core while this process lists the other tables.
+            from edxorg_s3_ingest.workers import start_fork_server
+
+            start_fork_server()
+
+        return unchanged_in_dev(table, settings, sizes, must_load if sizes is not None else None)
 
     if not is_s3(settings.bucket_url):  # a local listing has no wait to overlap
         found = [unchanged(table) for table in tables]

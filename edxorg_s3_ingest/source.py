@@ -191,8 +191,8 @@ def use_lean_memory_pool() -> None:
     decoded on the read thread, written on the writer's): mimalloc kept more of them for the same
     CPU (courseware_studentmodule of benchmarks/data/medium: peak RSS 400 MB against 320 MB,
     with under 40 MB of live Arrow memory). Once per process; process-wide. (Arrow still sets
-    mimalloc up for its own defaults: `ARROW_DEFAULT_MEMORY_POOL=jemalloc` in the environment of
-    a worker process saves about 30 MB more.)"""
+    mimalloc up for its own defaults: worker processes get `ARROW_DEFAULT_MEMORY_POOL=jemalloc`
+    in their environment, workers.py.)"""
     with suppress(NotImplementedError):  # a pyarrow built without jemalloc: its default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 

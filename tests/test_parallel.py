@@ -309,6 +309,34 @@ def test_largest_load_starts_first(tmp_path):
     assert load_order(tables, settings) == tables
 
 
+def test_fork_server_starts_while_the_cli_lists(tmp_path, monkeypatch):
+    """Once the CLI's listings show two tables to load, the workers' fork server starts (its
+    imports overlap the listings left); one table to load or none: no server."""
+    from edxorg_s3_ingest import runner, workers
+    from edxorg_s3_ingest.settings import Settings
+
+    tables = ["teams", "auth_user"]
+    landings = [Landing(tmp_path / "landing", table) for table in tables]
+    for landing in landings:
+        landing.write("MITx-1", b"id\n1\n", 1_700_000_000)
+    settings = Settings("dev", str(tmp_path / "landing"), tmp_path / "data", tmp_path / "pipelines")
+    started = []
+    monkeypatch.setattr(workers, "start_fork_server", lambda: started.append(True))
+    runner._unchanged_tables(tables, settings, {})
+    assert started == [True]  # never loaded: both must load
+    started.clear()
+    bucket = ("--bucket-url", settings.bucket_url, "--tables", ",".join(tables))
+    run_report(*bucket, *folders(tmp_path), "--workers", "1")
+    runner._unchanged_tables(tables, settings, {})
+    assert started == []
+    landings[0].write("MITx-1", b"id\n2\n", 1_700_000_100)
+    runner._unchanged_tables(tables, settings, {})
+    assert started == []
+    landings[1].write("MITx-1", b"id\n2\n", 1_700_000_100)
+    runner._unchanged_tables(tables, settings, {})
+    assert started == [True]
+
+
 def test_full_refresh_is_never_a_no_op(tmp_path):
     run_report("--tables", "teams,auth_user", *folders(tmp_path))
     report = run_report("--tables", "teams,auth_user", "--full-refresh", *folders(tmp_path))
