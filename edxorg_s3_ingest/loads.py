@@ -30,6 +30,9 @@ def table_pipeline(table: str, settings: Settings, report: TableReport) -> Pipel
     from edxorg_s3_ingest.destination import ConsolidatingDestination
     from edxorg_s3_ingest.stores import store_for
 
+    # The store holds each load once dlt completes its package (consolidation.py): the job
+    # files dlt would keep under load/loaded/ forever are a second copy of every load's data.
+    dlt.config["load.delete_completed_jobs"] = True
     consolidator = Consolidator(
         store_for(settings),
         staging_dir=settings.pipelines_dir / f"{PIPELINE_PREFIX}{table}" / "consolidation",

@@ -119,9 +119,9 @@ class Progress:
         return columns or shutil.get_terminal_size().columns  # 0: a terminal that never said
 
     def _line(self, report: TableReport, number: int) -> str:
-        files = (
-            f"{report.files_loaded}/{report.files_planned}" if report.status == "running" else ""
-        )
+        files = f"{report.files_loaded}"
+        if report.status == "running":
+            files += f"/{report.files_planned}"
         text = (
             f"[{number}/{self.total}] {report.table}: {report.status} {files} files, "
             f"{report.rows_loaded:,} rows, {report.rows_rejected:,} rejected, "

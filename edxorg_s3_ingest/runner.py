@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -212,9 +213,43 @@ def unchanged_in_dev(
 
 
 def worker_count(requested: int | None, tables: int) -> int:
-    """The worker processes of a run: `requested`, else one per CPU; never more than tables."""
-    wanted = requested if requested is not None else (os.cpu_count() or 1)
+    """The worker processes of a run: `requested`, else one per available CPU; never more than
+    tables."""
+    wanted = requested if requested is not None else available_cpus()
     return max(1, min(wanted, tables))
+
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup: Path = CGROUP) -> int:
+    """The CPUs this process may use: those it may run on, at most its container's CPU limit
+    (the cgroup's CPU quota over its period, rounded up): in a pod limited to 2 CPUs on a
+    64-core node, 2 workers rather than 44, each holding a table's load in memory."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux
+    cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cpus, quota)) if quota else cpus
+
+
+def _cpu_quota(cgroup: Path) -> int | None:
+    """The cgroup's CPU limit in whole CPUs (v2 `cpu.max`, else v1 `cpu.cfs_quota_us` and
+    `cpu.cfs_period_us`), or None: no limit, or no cgroup to read."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    if quota_us <= 0 or period_us <= 0:  # v1's -1: no limit
+        return None
+    return math.ceil(quota_us / period_us)
 
 
 def load_tables(

@@ -6,15 +6,11 @@ advances only when a load succeeds, so a failed run is requested again on a late
 original sensor advanced its cursor at launch and lost failed batches).
 """
 
-import copy
-
 import dagster as dg
-import dlt
-from dlt.pipeline.exceptions import CannotRestorePipelineException
 
-from edxorg_s3_ingest.incremental import plan
+from edxorg_s3_ingest.incremental import preview
 from edxorg_s3_ingest.landing import list_prod_files
-from edxorg_s3_ingest.loads import PIPELINE_PREFIX
+from edxorg_s3_ingest.loads import has_pending_work, stored_resource_state
 from edxorg_s3_ingest.settings import Settings
 
 TABLE_TAG = "edxorg_s3_ingest/table"
@@ -26,19 +22,15 @@ ACTIVE = [
 ]
 
 
-def loaded_state(settings: Settings, table: str) -> dict:
-    """The table's resource state as of its last successful load ({} if never loaded)."""
-    try:
-        name = f"{PIPELINE_PREFIX}{table}"
-        state = dlt.attach(name, pipelines_dir=str(settings.pipelines_dir)).state
-    except CannotRestorePipelineException:
-        return {}
-    return state.get("sources", {}).get("edxorg_s3", {}).get("resources", {}).get(table, {})
-
-
 def has_new_prod_files(settings: Settings, table: str) -> bool:
+    """Whether a load of the table has work: a listing that holds what its state does not
+    describe (incremental.preview, the question a run asks first), or a load package a killed
+    run left unfinished. The state is read from the pipeline's folder (no dlt pipeline built)."""
+    if has_pending_work(settings, table):
+        return True
     listing = list_prod_files(settings.bucket_url, table)
-    return plan(listing.files, copy.deepcopy(loaded_state(settings, table))).state_changed
+    state = stored_resource_state(settings, table) or {}
+    return not preview(listing.files, state).changes_nothing
 
 
 def landing_zone_sensor(keys: list[dg.AssetKey]) -> dg.SensorDefinition:

@@ -197,6 +197,25 @@ def use_lean_memory_pool() -> None:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
+SCRATCH = "scratch"
+
+
+def scratch_root() -> str | None:
+    """Where a load writes its downloads and Parquet files: `scratch/` in the pipeline's working
+    folder. There, on the filesystem of dlt's load packages, dlt hard-links the Parquet files
+    rather than copying them; and, one run of a table at a time (runner.table_lock), each run
+    empties it first, so that what a killed run left (a large file's download) goes with the
+    next run. Outside a pipeline: the system's temporary folder (None)."""
+    try:
+        working_dir = dlt.current.pipeline().working_dir
+    except Exception:  # noqa: BLE001 - no active pipeline
+        return None
+    root = os.path.join(working_dir, SCRATCH)
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    return root
+
+
 def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
     """The body of one table's resource."""
     use_lean_memory_pool()
@@ -219,7 +238,7 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
     courses: dict[str, dict] = {}
     columns = _Columns.of(destination_table(table))
     own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
-    with tempfile.TemporaryDirectory(prefix="edxorg-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="edxorg-", dir=scratch_root()) as scratch:
         fetched = _fetched(work.to_read, scratch, own)
         scanned = _read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
         parsed = _read_ahead(_read_files(scanned, load_id, own), "edxorg-read")

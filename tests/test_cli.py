@@ -106,6 +106,16 @@ def test_second_run_loads_nothing_and_writes_nothing(loaded):
     assert snapshot(data_dir) == files_after_first
 
 
+def test_loaded_packages_keep_no_copy_of_the_data(loaded):
+    """Once a load is complete the store holds its rows: dlt keeps the package's state and
+    schema, not its job files (a second copy of every load's data, kept forever)."""
+    pipelines = loaded[0].parent / "pipelines"
+    packages = list(pipelines.glob("*/load/loaded/*"))
+    assert len(packages) >= len(SAMPLE_TABLES)
+    assert [path for path in pipelines.glob("*/load/loaded/*/*_jobs/*") if path.is_file()] == []
+    assert list(pipelines.glob("*/load/loaded/*/load_package_state.json"))
+
+
 def test_list_tables():
     result = run_cli("--list-tables")
     assert result.stdout.split() == list(TABLES)

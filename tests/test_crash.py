@@ -208,6 +208,11 @@ class Case:
     def staging(self) -> Path:
         return self.pipelines / f"edxorg_s3__{TABLE}" / "consolidation"
 
+    def scratch(self) -> list[str]:
+        """What the table's scratch folder holds (source.scratch_root)."""
+        root = self.pipelines / f"edxorg_s3__{TABLE}" / "scratch"
+        return sorted(path.name for path in root.iterdir()) if root.exists() else []
+
     def capture(self) -> tuple[list, list]:
         """The table and the rejects, as canonical multisets."""
         with DUCKDB:
@@ -270,9 +275,12 @@ def fresh(base: Case, root: Path) -> Case:
 def crash_and_recover(base: Case, root: Path, point: str, n: int, *extra: str) -> dict:
     case = fresh(base, root)
     case.crash(point, n, *extra)
+    scratch_after_kill = case.scratch()
     recovered = case.run()
     return {
         "recovered": recovered,
+        "scratch_after_kill": scratch_after_kill,
+        "scratch": case.scratch(),
         "tables": case.capture(),
         "state": case.resource_state(),
         "partial": sorted(str(path) for path in case.data.rglob("*.partial")),
@@ -332,6 +340,9 @@ def test_killed_run_is_finished_by_the_next(loaded, outcomes, point, n):
     assert outcome["tables"] == expected(land, rejects)
     assert_clean(land, outcome)
     assert outcome["recovered"]["files_loaded"] == (4 if point in READ_AGAIN else 0)
+    if point in ("test.fetch", "test.file_read"):  # killed while reading: its scratch is left
+        assert outcome["scratch_after_kill"], "the killed run's scratch is not where expected"
+    assert outcome["scratch"] == []  # ... and the next run's start wiped it
 
 
 def assert_clean(land: Landing, outcome: dict) -> None:

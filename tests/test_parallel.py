@@ -383,7 +383,7 @@ def test_terminal_shows_the_running_tables(tmp_path):
         assert worker.isdigit() and "\n" not in line
         with open(fifos / "resume", "w") as resume:
             resume.write("go\n")
-        screen.wait_for(r"\[4/4\] teams: loaded  files, \d+ rows, 1 rejected")
+        screen.wait_for(r"\[4/4\] teams: loaded 3 files, \d+ rows, 1 rejected")
         screen.read_to_end()
         assert process.wait(timeout=300) == 0
     finally:
@@ -449,6 +449,27 @@ def test_table_report_pickles_whole():
     assert copy == report and copy._started == report._started > 0
     report.finish("loaded")
     assert pickle.loads(pickle.dumps(report)) == report
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # cgroup v2, a limit of 1.5 CPUs
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the CPUs it may run on
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files
+    ],
+)
+def test_default_workers_follow_the_container_cpu_limit(tmp_path, files, expected):
+    from edxorg_s3_ingest.runner import available_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cpus = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == (cpus if expected is None else min(expected, cpus))
 
 
 def test_workers_must_be_a_positive_number():

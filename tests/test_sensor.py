@@ -79,3 +79,10 @@ def test_requests_follow_new_prod_files_and_failed_loads(landing, defs):
 
         assert load_table("teams", settings).status == "loaded"
         assert requested_tables(defs, instance) == []
+
+        # A load package a killed run left (what loads.has_pending_work finds): asked again.
+        pending = settings.pipelines_dir / "edxorg_s3__auth_user" / "load" / "normalized" / "1.5"
+        pending.mkdir(parents=True)
+        assert requested_tables(defs, instance) == ["auth_user"]
+        pending.rmdir()
+        assert requested_tables(defs, instance) == []
