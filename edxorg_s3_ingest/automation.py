@@ -24,6 +24,21 @@ def upstream_exports_landed() -> dg.AutomationCondition:
     ).with_label("upstream_exports_landed")
 
 
+AUTOMATION_SENSOR = "edxorg_tables_automation"
+
+
+def automation_sensor(keys: list[dg.AssetKey]) -> dg.AutomationConditionSensorDefinition:
+    """The sensor that evaluates the tables' automation conditions, running from the start: the
+    tables load by themselves once upstream exports land, with nobody to turn Dagster's default
+    automation sensor on (which starts stopped, STACK-NOTES). Stopping it in the UI stops that."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.assets(*keys),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests each table once upstream exports of it have landed.",
+    )
+
+
 def table_of(key: dg.AssetKey) -> str:
     return key.path[-1]
 

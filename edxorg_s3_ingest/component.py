@@ -14,7 +14,7 @@ from dagster_dlt import DltLoadCollectionComponent, dlt_assets
 from dagster_dlt.components.dlt_load_collection.component import DltComponentTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from edxorg_s3_ingest.automation import table_checks, upstream_exports_landed
+from edxorg_s3_ingest.automation import automation_sensor, table_checks, upstream_exports_landed
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.runner import load_table
 from edxorg_s3_ingest.sensor import landing_zone_sensor
@@ -93,7 +93,9 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             assets.append(tables)
         keys = [key for asset in assets for key in asset.keys]
         return dg.Definitions(
-            assets=assets, asset_checks=[table_checks(keys)], sensors=[landing_zone_sensor(keys)]
+            assets=assets,
+            asset_checks=[table_checks(keys)],
+            sensors=[automation_sensor(keys), landing_zone_sensor(keys)],
         )
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:

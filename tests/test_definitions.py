@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from edxorg_s3_ingest.automation import reconciliation_result
+from edxorg_s3_ingest.automation import AUTOMATION_SENSOR, reconciliation_result
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import TABLES
 
@@ -49,6 +49,18 @@ def test_definitions_hold_one_asset_per_table_with_its_upstream(definitions):
         assert set(node.parent_keys) == {upstream(table)}
         assert node.group_name == "ingestion"
         assert set(node.kinds) == {"dlt", "parquet"}
+
+
+def test_tables_run_by_themselves_from_the_start(definitions):
+    """The code location brings its own automation sensor, running by default, over exactly the
+    table assets (Dagster's default one starts stopped): nobody has to turn it on."""
+    sensor = definitions.resolve_sensor_def(AUTOMATION_SENSOR)
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = definitions.resolve_asset_graph()
+    assert sensor.asset_selection.resolve(graph) == TABLE_KEYS
+    landing = definitions.resolve_sensor_def("edxorg_landing_zone_sensor")
+    assert landing.default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_assets_carry_description_and_column_schema(definitions):
