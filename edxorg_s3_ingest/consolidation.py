@@ -19,19 +19,10 @@ from dlt.common.schema import TTableSchema
 from dlt.common.storages.load_package import load_package_state
 
 from edxorg_s3_ingest.crashpoints import crashpoint
+from edxorg_s3_ingest.lineage import LINEAGE
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.source import MANIFEST_KEY, TIMESTAMP
+from edxorg_s3_ingest.source import MANIFEST_KEY
 from edxorg_s3_ingest.tables import REJECTS_TABLE
-
-LINEAGE = pa.schema(
-    [
-        ("_source_line", pa.int64()),
-        ("_course_id", pa.string()),
-        ("_dlt_file_path", pa.string()),
-        ("_dlt_file_modified", TIMESTAMP),
-        ("_dlt_load_id", pa.string()),
-    ]
-)
 
 
 class TableStore(Protocol):

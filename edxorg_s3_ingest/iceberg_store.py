@@ -48,7 +48,6 @@ from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
 
-from edxorg_s3_ingest.consolidation import LINEAGE
 from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.landing import (
     ACCESS_DENIED,
@@ -65,7 +64,7 @@ from edxorg_s3_ingest.landing import (
     s3_endpoint,
     safe_cause,
 )
-from edxorg_s3_ingest.source import REJECTS_SCHEMA
+from edxorg_s3_ingest.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@
     .row_counts.json  .pack_courses.json      caches (not Parquet: the table's glob skips them)
 ```
 
-Small courses share packs: a pack is a staged file of the load as it is, a hard link (source.py
-writes the rows of small source files together, up to SHARED_FILE_BYTES of them per file). A
-course of a large source file (one staged file of its own) gets a folder: the course id
-percent-quoted, never `key=value` (DuckDB would read that as a hive partition and add a column),
-never ending in `.parquet` (packs do). A table of 5,000 small courses is a few files rather
-than 5,000 folders and files: writing one small file costs more than its rows.
+Small courses share packs: a pack is a staged file of the load as it is, a hard link
+(staged_files.py writes the rows of small source files together, up to SHARED_FILE_BYTES of
+them per file). A course of a large source file (one staged file of its own) gets a folder:
+the course id percent-quoted, never `key=value` (DuckDB would read that as a hive partition
+and add a column), never ending in `.parquet` (packs do). A table of 5,000 small courses is a
+few files rather than 5,000 folders and files: writing one small file costs more than its rows.
 
 A load replaces each course it read: its new rows are written under `.partial` names (invisible
 to the `**/*.parquet` glob) and published, then its rows of earlier loads go: its folder's

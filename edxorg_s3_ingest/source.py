@@ -7,64 +7,51 @@ exactly those courses (consolidation.py); the file versions go into the resource
 commits in the same package: state and data advance together.
 
 Speed and memory (benchmarks/): the stages overlap, each on a thread of its own and mostly in
-pyarrow with the GIL released, with at most READ_AHEAD items between two of them. Files are
-fetched in order: local ones read in place, remote ones FETCH_CONCURRENCY GETs at a time (a
+pyarrow with the GIL released, with at most threads.READ_AHEAD items between two of them. Files
+are fetched in order: local ones read in place, remote ones FETCH_CONCURRENCY GETs at a time (a
 small pool: S3 answers each GET after a round trip, whatever its size); a small file
 (SMALL_FILE_BYTES) is fetched into memory, never to disk. A scan thread pre-scans each file
-(its quoting). A read thread parses it and appends the lineage columns (slices of arrays built
-once per file, never per-row Python objects); small files are parsed TOGETHER_BYTES at a time
-in one pyarrow read per header (`tsv.read_together`), their lineage built by one `take`. A
-write thread writes the rows as Parquet, in row groups of TABLE_ROWS rows or TABLE_BYTES bytes
-and the column order of dlt's schema; the main thread hands each finished Parquet file to dlt
-as an imported file (`dlt.mark.with_file_import`: a hard link, not a second encoding). A large
-source file (the MAX_OWN_FILES largest of OWN_FILE_BYTES or more) gets a Parquet file of its
-own: its staged file holds exactly one course, which the store publishes as it is (a hard
-link); the others share files of up to SHARED_FILE_BYTES source bytes, which the dev store
-publishes as they are too, as packs of courses (parquet_store.py). Arrow allocates from
-jemalloc (`use_lean_memory_pool`).
+(its quoting). A read thread parses it and appends the lineage columns (lineage.py); small files
+are parsed TOGETHER_BYTES at a time in one pyarrow read per header (`tsv.read_together`). A
+write thread writes the rows as Parquet (staged_files.py); the main thread hands each finished
+Parquet file to dlt as an imported file (`dlt.mark.with_file_import`: a hard link, not a second
+encoding). A large source file (the MAX_OWN_FILES largest of OWN_FILE_BYTES or more) gets a
+Parquet file of its own: its staged file holds exactly one course, which the store publishes
+as it is (a hard link); the others share files, which the dev store publishes as they are too,
+as packs of courses (parquet_store.py). Arrow allocates from jemalloc (`use_lean_memory_pool`).
 """
 
-import base64
 import collections
 import functools
 import os
-import queue
 import shutil
 import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
 from typing import NamedTuple
 
 import dlt
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.incremental import plan
 from edxorg_s3_ingest.landing import LandingFile, fetch, is_local, list_prod_files
+from edxorg_s3_ingest.lineage import Lineage, many_lineage, rejects_batch
 from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.staged_files import (
+    TABLE_ROWS,
+    Columns,
+    Rows,
+    Written,
+    row_groups,
+    write_files,
+)
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
+from edxorg_s3_ingest.threads import read_ahead
 from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile, read_together
 
 MANIFEST_KEY = "edxorg_s3_ingest"
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-REJECTS_SCHEMA = pa.schema(
-    [
-        ("table", pa.string()),
-        ("_course_id", pa.string()),
-        ("_dlt_file_path", pa.string()),
-        ("_dlt_file_modified", TIMESTAMP),
-        ("_source_line", pa.int64()),
-        ("reason", pa.string()),
-        ("raw_line", pa.string()),
-        ("raw_line_base64", pa.string()),
-        ("_dlt_load_id", pa.string()),
-    ]
-)
 
 
 def manifest() -> dict:
@@ -72,85 +59,8 @@ def manifest() -> dict:
     return dlt.current.load_package_state()["state"].setdefault(MANIFEST_KEY, {})
 
 
-def with_lineage(
-    batch: pa.RecordBatch | pa.Table, file: LandingFile, load_id: str
-) -> pa.RecordBatch | pa.Table:
-    """The rows with the lineage columns of SPEC §4 appended (`_source_line` is the reader's)."""
-    return Lineage(file, load_id).add(batch)
-
-
-class Lineage:
-    """The constant lineage columns of one file, built once and sliced for each table of rows
-    (zero-copy), grown by doubling when a table is longer than any before."""
-
-    NAMES = ("_course_id", "_dlt_file_path", "_dlt_file_modified", "_dlt_load_id")
-
-    def __init__(self, file: LandingFile, load_id: str) -> None:
-        self._values = (
-            pa.scalar(file.course_id, pa.string()),
-            pa.scalar(file.url, pa.string()),
-            pa.scalar(file.modified, TIMESTAMP),
-            pa.scalar(load_id, pa.string()),
-        )
-        self._arrays: list[pa.Array] = []
-        self._length = 0
-
-    def columns(self, rows: int) -> list[pa.Array]:
-        if rows > self._length:
-            self._length = max(rows, 2 * self._length)
-            self._arrays = [pa.repeat(value, self._length) for value in self._values]
-        return [array.slice(0, rows) for array in self._arrays]
-
-    def add(self, rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
-        arrays = [*rows.columns, *self.columns(rows.num_rows)]
-        names = [*rows.schema.names, *self.NAMES]
-        if isinstance(rows, pa.Table):
-            return pa.Table.from_arrays(arrays, names=names)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def rejects_batch(
-    table: str, file: LandingFile, rejects: list[Reject], load_id: str
-) -> pa.RecordBatch:
-    def text(reject: Reject) -> str:
-        return reject.raw_line.decode("utf-8", errors="replace")
-
-    def raw(reject: Reject) -> str | None:
-        try:
-            reject.raw_line.decode("utf-8")
-        except UnicodeDecodeError:
-            return base64.b64encode(reject.raw_line).decode("ascii")
-        return None
-
-    count = len(rejects)
-    return pa.RecordBatch.from_pydict(
-        {
-            "table": [table] * count,
-            "_course_id": [file.course_id] * count,
-            "_dlt_file_path": [file.url] * count,
-            "_dlt_file_modified": [file.modified] * count,
-            "_source_line": [reject.line for reject in rejects],
-            "reason": [reject.reason for reject in rejects],
-            "raw_line": [text(reject) for reject in rejects],
-            "raw_line_base64": [raw(reject) for reject in rejects],
-            "_dlt_load_id": [load_id] * count,
-        },
-        schema=REJECTS_SCHEMA,
-    )
-
-
-TABLE_ROWS = 65_536
-"""Rows per Parquet row group at most (the reader's batches of one file, or of many small
-files, gathered)..."""
-TABLE_BYTES = 4 << 20
-"""... and Arrow bytes per row group at most (long JSON rows): with READ_AHEAD and
-SEGMENT_BYTES, what bounds the memory of a table's load (larger ones cost as much CPU and more
-memory: courseware_studentmodule of benchmarks/data/medium, 16 MB and 8 MB segments: peak RSS
-440 MB; 4 MB and 2 MB: 320 MB)."""
 SEGMENT_BYTES = 2 << 20
 """Bytes of a large file pre-scanned and parsed at once (`TsvFile` segments)."""
-READ_AHEAD = 1
-"""Items a thread may hold ready beyond the one its consumer works on: bounds the memory."""
 SCAN_AHEAD = 1
 """Files pre-scanned ahead of the one being parsed."""
 SMALL_FILE_BYTES = 1 << 20
@@ -175,12 +85,6 @@ SHARED_FILE_BYTES source bytes. Few staged files matter: dlt loads each as a job
 extracted, normalized and loaded, and every job rewrites the whole package state); with 1,000
 jobs on dlt's 20 loader threads, dlt has crashed (SIGSEGV in orjson, 1 run in 5; destination.py
 runs 4 jobs at most at once)."""
-SHARED_FILE_BYTES = 64 << 20
-"""A shared file becomes a pack of the dev store as it is; a later re-export of one of its
-courses rewrites the pack without that course (parquet_store.py): this bounds what that costs
-(~0.3 s), at one load job per 64 MB."""
-PARQUET_OPTIONS = {"version": "2.4", "compression": "snappy"}
-"""What dlt's own Parquet writer uses (dlt.common.data_writers.writers.ParquetDataWriter)."""
 
 
 @functools.cache
@@ -236,16 +140,16 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
         report.rows_rejected += 1
         yield _rejects(table, file, [Reject(None, "empty_file", b"")], load_id)
     courses: dict[str, dict] = {}
-    columns = _Columns.of(destination_table(table))
+    columns = Columns.of(destination_table(table))
     own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
     with tempfile.TemporaryDirectory(prefix="edxorg-", dir=scratch_root()) as scratch:
         fetched = _fetched(work.to_read, scratch, own)
-        scanned = _read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
-        parsed = _read_ahead(_read_files(scanned, load_id, own), "edxorg-read")
-        events = _read_ahead(_write_files(parsed, scratch, columns), "edxorg-write")
+        scanned = read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
+        parsed = read_ahead(_read_files(scanned, load_id, own), "edxorg-read")
+        events = read_ahead(write_files(parsed, scratch, columns), "edxorg-write")
         with closing(events):  # the threads end before their scratch folder goes
             for event in events:
-                if isinstance(event, _Written):
+                if isinstance(event, Written):
                     yield dlt.mark.with_file_import(
                         event.path, "parquet", event.rows, hints=event.schema.empty_table()
                     )
@@ -289,14 +193,6 @@ class _Scanned(NamedTuple):
     folder: str | None
 
 
-class _Rows(NamedTuple):
-    """Rows with lineage: of one source file that gets its own Parquet file (`own_url`), or of
-    any number of files for the shared one (None)."""
-
-    table: pa.Table
-    own_url: str | None
-
-
 class _FileRead(NamedTuple):
     """The end of one source file, once all its rows went before: its TsvFile (None if
     unreadable), its rejects, its rows."""
@@ -305,14 +201,6 @@ class _FileRead(NamedTuple):
     tsv: TsvFile | None
     rejects: list[Reject]
     rows: int = 0
-
-
-class _Written(NamedTuple):
-    """A finished Parquet file of rows, for dlt to import."""
-
-    path: str
-    rows: int
-    schema: pa.Schema
 
 
 def fetch_concurrency() -> int:
@@ -395,8 +283,8 @@ def _read_files(scanned: Iterator[_Scanned], load_id: str, own: set[str]) -> Ite
         if tsv is not None:
             lineage = Lineage(file, load_id)
             own_url = file.url if file.url in own else None
-            for rows in _tables(tsv.batches()):
-                yield _Rows(lineage.add(rows), own_url)
+            for rows in row_groups(tsv.batches()):
+                yield Rows(lineage.add(rows), own_url)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
         yield _FileRead(file, tsv, rejects, tsv.rows if tsv is not None else 0)
@@ -415,232 +303,17 @@ def _read_together(files: list[_Scanned], load_id: str) -> Iterator:
         batches = [batch for _, batches, _ in group for batch in batches]
         if batches:
             rows = pa.Table.from_batches(batches)
-            rows = _many_lineage(rows, [(file, count) for file, _, count in group], load_id)
+            rows = many_lineage(rows, [(file, count) for file, _, count in group], load_id)
             for start in range(0, rows.num_rows, TABLE_ROWS):
-                yield _Rows(rows.slice(start, TABLE_ROWS), None)
+                yield Rows(rows.slice(start, TABLE_ROWS), None)
     for file, tsv, rejects, _ in files:
         yield _FileRead(file, tsv, rejects, tsv.rows)
-
-
-def _many_lineage(rows: pa.Table, files: list[tuple[LandingFile, int]], load_id: str) -> pa.Table:
-    """Rows of consecutive files (each with its row count) with the lineage columns of SPEC
-    §4: each file's values repeated by an Arrow `take`, no Python object per row."""
-    owner = pa.array(np.repeat(np.arange(len(files)), [count for _, count in files]), pa.int32())
-    values = [
-        pa.array([file.course_id for file, _ in files], pa.string()),
-        pa.array([file.url for file, _ in files], pa.string()),
-        pa.array([file.modified for file, _ in files], TIMESTAMP),
-    ]
-    lineage = [column.take(owner) for column in values]
-    lineage.append(pa.repeat(pa.scalar(load_id, pa.string()), rows.num_rows))
-    return pa.Table.from_arrays(
-        [*rows.columns, *lineage], names=[*rows.schema.names, *Lineage.NAMES]
-    )
-
-
-class _Columns:
-    """The table's column order as dlt's schema will have it, so that dlt's normalize step can
-    take each imported file as it is instead of rewriting it: the columns dlt knows, in its
-    order, then new ones in order of appearance (as dlt appends them); a file lacking some of
-    them gets them as null strings (as dlt's rewrite would add them). Files with a column name
-    dlt would rename are left as they are, for dlt to rewrite."""
-
-    def __init__(self, known: list[str], normalize: Callable[[str], str] | None) -> None:
-        self.order = list(known)
-        self._normalize = functools.cache(normalize) if normalize else None
-
-    @classmethod
-    def of(cls, table_name: str) -> "_Columns":
-        try:
-            schema = dlt.current.source_schema()
-        except Exception:  # noqa: BLE001 - outside a pipeline: keep files as they are
-            return cls([], None)
-        known = schema.get_table_columns(table_name) if table_name in schema.tables else {}
-        return cls(list(known), schema.naming.normalize_identifier)
-
-    def arrange(self, rows: pa.Table) -> pa.Table:
-        names = rows.schema.names
-        if self._normalize is None or any(self._normalize(name) != name for name in names):
-            return rows
-        present = set(names)
-        self.order += [name for name in names if name not in set(self.order)]
-        if names == self.order:
-            return rows
-        arrays = [
-            rows.column(name) if name in present else pa.nulls(rows.num_rows, pa.string())
-            for name in self.order
-        ]
-        return pa.Table.from_arrays(arrays, names=self.order)
-
-
-class _Parquet:
-    """One Parquet file being written, in row groups of TABLE_ROWS rows or TABLE_BYTES bytes
-    (whichever comes first; the last one smaller): the tables of small source files are
-    gathered first. Dictionary encoding only for the columns whose first rows repeat values
-    (lineage, flags, codes): trying it on ids and JSON costs time for nothing."""
-
-    def __init__(self, path: str, first: pa.Table) -> None:
-        self.path, self.rows, self.source_bytes = path, 0, 0
-        self.schema = first.schema
-        self.writer = pq.ParquetWriter(
-            path, first.schema, use_dictionary=_repetitive(first), **PARQUET_OPTIONS
-        )
-        self._pending: list[pa.Table] = []
-        self._pending_rows = self._pending_bytes = 0
-
-    def write(self, rows: pa.Table) -> None:
-        self._pending.append(rows)
-        self._pending_rows += rows.num_rows
-        self._pending_bytes += rows.nbytes
-        self.rows += rows.num_rows
-        if self._pending_rows >= TABLE_ROWS or self._pending_bytes >= TABLE_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending_rows:
-            group = pa.concat_tables(self._pending)
-            self.writer.write_table(group, row_group_size=group.num_rows)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-
-    def close(self) -> _Written:
-        self._flush()
-        self.writer.close()
-        return _Written(self.path, self.rows, self.writer.schema)
-
-
-def _repetitive(rows: pa.Table, sample: int = 4096) -> list[str]:
-    """Columns with at most one distinct value per four rows among the first `sample` rows."""
-    head = rows.slice(0, sample)
-    limit = max(head.num_rows // 4, 1)
-    return [
-        name
-        for name, column in zip(head.schema.names, head.columns, strict=True)
-        if pc.count_distinct(column).as_py() <= limit
-    ]
 
 
 def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFile]:
     """The `count` largest files of at least `least` bytes."""
     large = [file for file in files if file.size >= least]
     return sorted(large, key=lambda file: (-file.size, file.url))[:count]
-
-
-def _write_files(events: Iterator, scratch: str, columns: _Columns) -> Iterator:
-    """The reader's rows written as Parquet (on the writer thread): a large source file's into
-    a file of its own, the others' into a shared file. Passes each _FileRead on, and a _Written
-    for each finished Parquet file."""
-    own: _Parquet | None = None
-    shared: _Parquet | None = None
-    own_url, number = None, 0
-
-    def new(first: pa.Table) -> _Parquet:
-        nonlocal number
-        number += 1
-        return _Parquet(os.path.join(scratch, f"rows-{number}.parquet"), first)
-
-    try:
-        for event in events:
-            if isinstance(event, _Rows):
-                table = columns.arrange(event.table)
-                if event.own_url is not None:
-                    if own is not None and table.schema != own.schema:  # one header: never
-                        yield own.close()
-                        own = None
-                    if own is None:
-                        own, own_url = new(table), event.own_url
-                    own.write(table)
-                    continue
-                if shared is not None and table.schema != shared.schema:
-                    yield shared.close()
-                    shared = None
-                if shared is None:
-                    shared = new(table)
-                shared.write(table)
-                continue
-            if own is not None and event.file.url == own_url:
-                yield own.close()
-                own = None
-            elif shared is not None:
-                shared.source_bytes += event.file.size
-                if shared.source_bytes >= SHARED_FILE_BYTES:
-                    yield shared.close()
-                    shared = None
-            yield event
-        if shared is not None:
-            yield shared.close()
-            shared = None
-    finally:
-        for parquet in (own, shared):
-            if parquet is not None:
-                parquet.writer.close()
-
-
-def _tables(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
-    """Consecutive batches (one schema) grouped into tables of TABLE_ROWS rows or TABLE_BYTES
-    bytes (whichever comes first), zero-copy."""
-    group: list[pa.RecordBatch] = []
-    rows = size = 0
-    for batch in batches:
-        if group and batch.schema != group[0].schema:
-            yield pa.Table.from_batches(group)
-            group, rows, size = [], 0, 0
-        group.append(batch)
-        rows += batch.num_rows
-        size += batch.nbytes
-        if rows >= TABLE_ROWS or size >= TABLE_BYTES:
-            yield pa.Table.from_batches(group)
-            group, rows, size = [], 0, 0
-    if group:
-        yield pa.Table.from_batches(group)
-
-
-_END = object()
-
-
-def _read_ahead(items: Iterator, name: str, depth: int = READ_AHEAD) -> Iterator:
-    """`items`, produced on a thread of their own at most `depth` items ahead of the consumer.
-
-    An exception in the producer is raised in the consumer, at the point it was reached; closing
-    the consumer (dlt stopping the extraction) stops the producer before returning.
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((_END, None))
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put((_END, error))
-        finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()
-
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = ready.get()
-            if item is _END:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str):
