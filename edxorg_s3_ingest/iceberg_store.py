@@ -48,8 +48,7 @@ from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
 
-from edxorg_s3_ingest.crashpoints import crashpoint
-from edxorg_s3_ingest.landing import (
+from edxorg_s3_ingest.aws import (
     ACCESS_DENIED,
     BAD_CREDENTIALS,
     CREDENTIALS_HINT,
@@ -64,6 +63,7 @@ from edxorg_s3_ingest.landing import (
     s3_endpoint,
     safe_cause,
 )
+from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 

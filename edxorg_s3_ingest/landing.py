@@ -1,98 +1,40 @@
-"""The S3 landing zone (SPEC §2): listing a table's prod exports and fetching them.
+"""The landing zone (SPEC §2): listing a table's prod exports.
 
 `<bucket_url>/db_table/<table>/<prod|edge>/<course_id>/<sha256-of-content>.tsv`
 
-S3 is read with one boto3 client per process (the standard credential chain, refreshed on long
-runs; `AWS_ENDPOINT_URL(_S3)` honoured). Faults are handled in two layers:
-
-- Requests (listing pages, GETs): botocore retries throttling (`SlowDown`, 503), 5xx answers and
-  dropped connections with exponential backoff and jitter, in `adaptive` mode (which also slows
-  the client down while S3 throttles), up to 10 attempts. `AWS_RETRY_MODE` / `AWS_MAX_ATTEMPTS`
-  override both, as for any AWS SDK.
-- Bodies: a connection that drops mid-body, or a body shorter than its Content-Length, is resumed
-  from the last byte received (a ranged GET pinned to the object's ETag), up to `READ_ATTEMPTS`
-  times. The bytes received must then equal the size the listing gave: a truncated body is never
-  loaded as a short file.
-
-A file that vanished or changed between the listing and the fetch raises `LandingChangedError`:
-nothing of the run is committed, and the runner runs the table again from a new listing.
-
-`fetch` is thread-safe: a table's load fetches several remote files at once (source.py). Local
-files are read in place, never copied; a small file can be fetched as bytes (`in_memory`).
+On S3 with the process's boto3 client (aws.py: the standard credential chain, botocore's
+adaptive retries, `AWS_ENDPOINT_URL(_S3)` honoured); a local folder with `os.walk`; any other
+filesystem with fsspec. Fetching a listed file: fetching.py. Errors are `LandingZoneError`s whose
+message names what to fix; `LandingChangedError` when a listed file vanished or changed before
+it was read (nothing of the run is committed; the runner reads the table again from a new
+listing).
 """
 
-import functools
-import io
 import os
 import posixpath
-import random
-import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    FlexibleChecksumError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    ResponseStreamingError,
-)
 from fsspec.core import url_to_fs
-from urllib3.exceptions import HTTPError as URLLib3Error
+
+from edxorg_s3_ingest.aws import (
+    NO_SUCH_BUCKET,
+    THROTTLING,
+    attach,
+    aws_error_code,
+    endpoint_note,
+    explain_s3_error,
+    is_s3,
+    redact,
+    retry_policy,
+    s3_client,
+    split_s3,
+)
 
 PROD = "prod"
 DB_TABLE = "db_table"
-DEFAULT_REGION = "us-east-1"
-RETRY_MODE = "adaptive"
-MAX_ATTEMPTS = 10
-"""botocore's attempts per request (the first one included), unless AWS_MAX_ATTEMPTS is set."""
-READ_ATTEMPTS = 5
-"""Attempts to receive one object's body when connections drop mid-transfer."""
-CHUNK_BYTES = 1 << 20
-"""Bytes of a body received at a time (per GET in flight)."""
 MAX_COURSE_ID_BYTES = 255
 """Longer course ids are refused (real ones are under 100 bytes): see `course_of`."""
-
-# AWS error codes, grouped by what the user has to fix (S3 and Glue spell them differently).
-NO_CREDENTIALS = "NoCredentials"
-BAD_CREDENTIALS = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "TokenRefreshRequired",
-}
-ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "403", "Forbidden"}
-NO_SUCH_BUCKET = {"NoSuchBucket"}
-GONE = {"NoSuchKey", "404", "NotFound"}
-CHANGED = {"PreconditionFailed", "412", "InvalidRange", "416"}
-THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"}
-CREDENTIALS_HINT = (
-    "provide them through the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID + "
-    "AWS_SECRET_ACCESS_KEY [+ AWS_SESSION_TOKEN], or an IAM role such as IRSA)"
-)
-# A connection that broke while a body was being received: resumed from the last byte (or,
-# for a body that fails its checksum, received again whole).
-BODY_ERRORS = (
-    FlexibleChecksumError,
-    ResponseStreamingError,
-    IncompleteReadError,
-    ReadTimeoutError,
-    ConnectionClosedError,
-    URLLib3Error,
-    ConnectionError,
-)
 
 
 @dataclass(frozen=True, order=True)
@@ -135,123 +77,6 @@ def table_prefix(bucket_url: str, table: str) -> str:
     return f"{bucket_url.rstrip('/')}/{DB_TABLE}/{table}/{PROD}"
 
 
-def aws_error_code(error: BaseException) -> str | None:
-    """The AWS error code behind an exception, wrapped or not (s3fs turns them into OSErrors)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, NoCredentialsError | PartialCredentialsError):
-            return NO_CREDENTIALS
-        if isinstance(error, ClientError):
-            return str(error.response.get("Error", {}).get("Code") or "")
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def endpoint_note(service: str) -> str:
-    """Where requests went, when an `AWS_ENDPOINT_URL*` variable redirects them."""
-    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service}") or os.environ.get("AWS_ENDPOINT_URL")
-    return f" (endpoint {endpoint})" if endpoint else ""
-
-
-def explain_s3_error(error: BaseException, url: str, doing: str, needs: str) -> str | None:
-    """A message naming what to fix for an S3 failure, or None when it is not an AWS one."""
-    code = aws_error_code(error)
-    bucket = url.split("://", 1)[-1].split("/", 1)[0]
-    where = f"{doing} {url}{endpoint_note('S3')}"
-    if code == NO_CREDENTIALS:
-        return f"no AWS credentials found {where}: {CREDENTIALS_HINT}."
-    if code in BAD_CREDENTIALS:
-        return (
-            f"AWS rejected the credentials ({code}) {where}: check AWS_PROFILE / "
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (expired?)."
-        )
-    if code in ACCESS_DENIED:
-        return f"access denied ({code}) {where}: the AWS identity needs {needs} on s3://{bucket}."
-    if code in NO_SUCH_BUCKET:
-        return f"the bucket s3://{bucket} does not exist ({doing} {url}{endpoint_note('S3')})."
-    return None
-
-
-def s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
-def retry_policy() -> dict:
-    """botocore's retries: AWS_RETRY_MODE / AWS_MAX_ATTEMPTS when set, else adaptive, 10."""
-    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
-    return {
-        "mode": os.environ.get("AWS_RETRY_MODE", "").strip() or RETRY_MODE,
-        # `total_max_attempts` counts the first attempt, as AWS_MAX_ATTEMPTS does.
-        "total_max_attempts": int(attempts) if attempts.isdigit() else MAX_ATTEMPTS,
-    }
-
-
-def aws_environment() -> tuple:
-    """The AWS settings of this process: what a cached client depends on."""
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-
-
-_CREDENTIALS: list = []
-"""The credentials of the S3 clients this process made (from the environment, a profile, a
-role...): masked in every message."""
-SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
-def credential_values() -> set[str]:
-    """The AWS credential values this process uses (environment, and those its sessions
-    resolved, e.g. from a profile), which no message, report or log may show."""
-    values = {os.environ.get(name, "") for name in SECRET_VARIABLES}
-    for credentials in list(_CREDENTIALS):
-        try:
-            frozen = credentials.get_frozen_credentials()
-        except Exception:  # noqa: BLE001 - best effort: the environment's values are masked
-            continue
-        values |= {frozen.access_key or "", frozen.secret_key or "", frozen.token or ""}
-    return {value for value in values if len(value) >= 4}
-
-
-def redact(text: str) -> str:
-    """`text` with every credential value of this process replaced by `***`."""
-    for secret in credential_values():
-        text = text.replace(secret, "***")
-    return text
-
-
-@functools.cache
-def _s3_client(_environment: tuple):
-    session = boto3.Session()
-    # Resolved once here (creating the client would do it anyway); None when there are none.
-    if (credentials := session.get_credentials()) is not None:
-        _CREDENTIALS.append(credentials)
-    config = Config(
-        retries=retry_policy(),
-        connect_timeout=10,
-        read_timeout=60,
-        max_pool_connections=16,
-    )
-    return session.client(
-        "s3",
-        region_name=session.region_name or DEFAULT_REGION,
-        endpoint_url=s3_endpoint(),
-        config=config,
-    )
-
-
-def s3_client():
-    """The process's S3 client for the current AWS settings (thread-safe)."""
-    return _s3_client(aws_environment())
-
-
-def is_s3(url: str) -> bool:
-    return url.startswith(("s3://", "s3a://"))
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    bucket, _, key = url.split("://", 1)[1].partition("/")
-    return bucket, key
-
-
 def storage_options(url: str) -> dict:
     """fsspec options (landing zones on other filesystems than S3 and local disks)."""
     return {}
@@ -271,7 +96,7 @@ def list_prod_files(bucket_url: str, table: str) -> Listing:
     except LandingZoneError:
         raise
     except Exception as error:
-        failure = _explained(error, prefix, "listing the landing zone", "s3:ListBucket")
+        failure = explained(error, prefix, "listing the landing zone", "s3:ListBucket")
     if failure is not None:
         raise failure
     files, misplaced = [], []
@@ -405,221 +230,10 @@ def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
-def fetch(url: str, directory: str, size: int | None = None, *, in_memory: bool = False):
-    """The file's bytes: a local path holding them (the file itself when local, else a
-    download into `directory`), or with `in_memory` the bytes themselves (for small files:
-    nothing written, read once). `size` (the listing's) is checked: a file that changed or
-    vanished since it was listed raises LandingChangedError, a body cut short is resumed or
-    fails; never a short file. Thread-safe: runs on a small pool for remote landing zones."""
-    if is_local(url):
-        path = _local(url.removeprefix("file://"), size)
-        return _read_local(path, size) if in_memory else path
-    target = os.path.join(directory, "download.tsv")
-    if not is_s3(url):
-        fs, path = url_to_fs(url, **storage_options(url))
-        if in_memory:
-            return _checked_bytes(fs.cat_file(path), url, size)
-        fs.get_file(path, target)
-        return _checked(target, url, size)
-    failure, data = None, None
-    try:
-        if in_memory:
-            sink = io.BytesIO()
-            _download(url, sink, size)
-            data = sink.getvalue()
-        else:
-            with open(target, "wb") as sink:
-                _download(url, sink, size)
-    except LandingZoneError:
-        raise
-    except Exception as error:
-        failure = _explained(error, url, "reading", "s3:GetObject")
-    if failure is not None:
-        raise failure
-    return _checked_bytes(data, url, size) if in_memory else _checked(target, url, size)
-
-
-def _local(path: str, size: int | None) -> str:
-    try:
-        actual = os.stat(path).st_size
-    except FileNotFoundError:
-        raise LandingChangedError(
-            f"{path} was listed but is gone (deleted during the run?)"
-        ) from None
-    if size is not None and actual != size:
-        raise LandingChangedError(
-            f"{path} changed since it was listed ({actual} bytes, the listing said {size})"
-        )
-    return path
-
-
-def _read_local(path: str, size: int | None) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read()
-    except FileNotFoundError:
-        raise LandingChangedError(
-            f"{path} was listed but is gone (deleted during the run?)"
-        ) from None
-    return _checked_bytes(data, path, size)
-
-
-def _checked(target: str, url: str, size: int | None) -> str:
-    _check_size(os.path.getsize(target), url, size)
-    return target
-
-
-def _checked_bytes(data: bytes, url: str, size: int | None) -> bytes:
-    _check_size(len(data), url, size)
-    return data
-
-
-def _check_size(received: int, url: str, size: int | None) -> None:
-    if size is not None and received != size:
-        raise LandingChangedError(
-            f"{url}: received {received} bytes, the listing said {size}: the file changed since "
-            "it was listed, or its body was cut short"
-        )
-
-
-def _download(url: str, sink: BinaryIO, size: int | None) -> None:
-    """The object's bytes into `sink` (a file or a BytesIO). Every GET is ranged, so that S3
-    states the object's whole size (`Content-Range: bytes a-b/<size>`) whatever the body's
-    Content-Length says; a body that breaks off or ends early is resumed from the last byte
-    received, pinned to the first answer's ETag (a changed object fails the resumption)."""
-    bucket, key = split_s3(url)
-    client = s3_client()
-    received, total, pinned = 0, None, {}
-    for attempt in range(1, READ_ATTEMPTS + 1):
-        failure = None
-        try:
-            response = client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={received}-", **pinned
-            )
-        except ClientError as error:
-            code = aws_error_code(error)
-            if code in ("InvalidRange", "416") and total is None:
-                total = 0  # an empty object has no byte 0
-                break
-            if code not in GONE | CHANGED:
-                raise
-            failure = _attach(
-                LandingChangedError(
-                    f"{url} was listed but is gone when read (deleted during the run?)"
-                    if code in GONE
-                    else f"{url} changed while it was read"
-                ),
-                error,
-            )
-        if failure is not None:
-            raise failure
-        body = response["Body"]
-        broken = False
-        try:
-            start, whole = _span(response)
-            if total is None:
-                total = whole
-                if response.get("ETag"):
-                    pinned = {"IfMatch": response["ETag"]}
-                if size is not None and total != size:
-                    raise LandingChangedError(
-                        f"{url} changed since it was listed ({total} bytes, the listing "
-                        f"said {size})"
-                    )
-            elif whole != total:
-                raise LandingChangedError(f"{url} changed while it was read")
-            if start != received:  # the whole object rather than the range: start over
-                sink.seek(0)
-                sink.truncate()
-                received = 0
-            for chunk in body.iter_chunks(CHUNK_BYTES):
-                sink.write(chunk)
-                received += len(chunk)
-        except BODY_ERRORS as error:
-            broken = True
-            if isinstance(error, FlexibleChecksumError):
-                # The bytes received do not match the object's checksum: all of them again.
-                sink.seek(0)
-                sink.truncate()
-                received = 0
-            if attempt == READ_ATTEMPTS:
-                failure = _attach(
-                    LandingZoneError(
-                        f"reading {url}{endpoint_note('S3')}: the connection broke "
-                        f"{READ_ATTEMPTS} times ({received} of {total} bytes received; "
-                        f"last: {type(error).__name__}: {error}). Try again later."
-                    ),
-                    error,
-                )
-        finally:
-            body.close()
-        if failure is not None:
-            raise failure
-        if not broken and received == total:
-            return
-        _pause(attempt)  # broken off, or ended early without an error: resumed
-    if total == 0 and received == 0:
-        return
-    raise LandingZoneError(
-        f"reading {url}{endpoint_note('S3')}: {received} of {total} bytes received after "
-        f"{READ_ATTEMPTS} attempts (bodies cut short). Try again later."
-    )
-
-
-def _span(response: dict) -> tuple[int, int]:
-    """(first byte, whole object's size) of a GET answer, ranged (206) or not."""
-    length = int(response["ContentLength"])
-    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+)", str(response.get("ContentRange") or ""))
-    if response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206 and match:
-        return int(match.group(1)), int(match.group(2))
-    return 0, length
-
-
-def _pause(attempt: int) -> None:
-    """Exponential backoff with full jitter before receiving a body again."""
-    time.sleep(random.uniform(0, min(0.1 * 2**attempt, 5.0)))
-
-
-def _attach(exception: BaseException, cause: BaseException) -> BaseException:
-    """`exception`, with `cause` (scrubbed of credentials) as its cause."""
-    exception.__cause__ = safe_cause(cause)
-    exception.__suppress_context__ = True
-    return exception
-
-
-def safe_cause(cause: BaseException) -> BaseException:
-    """`cause`, to raise from, with every exception of its chain scrubbed IN PLACE of any
-    credential value in its text (a verbose server may echo the access key, and dlt's trace
-    and tracebacks print the whole chain)."""
-    for error in _chain(cause):
-        text = str(error)
-        if redact(text) == text:
-            continue
-        if isinstance(error, OSError) and error.strerror:
-            error.strerror = redact(str(error.strerror))
-            error.args = (error.errno, error.strerror)
-        else:
-            error.args = (redact(text),)
-    return cause
-
-
-def caused_by(error: BaseException | None, kind: type) -> bool:
-    """Whether an error of `kind` is the error or any of its causes."""
-    return any(isinstance(link, kind) for link in _chain(error))
-
-
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def _explained(error: Exception, url: str, doing: str, needs: str) -> LandingZoneError:
+def explained(error: Exception, url: str, doing: str, needs: str) -> LandingZoneError:
     """The error as a LandingZoneError whose message names what to fix or what failed, with
-    the error as its cause (unless it shows a credential: `_attach`)."""
-    return _attach(_explanation(error, url, doing, needs), error)
+    the error as its cause (unless it shows a credential: `attach`)."""
+    return attach(_explanation(error, url, doing, needs), error)
 
 
 def _explanation(error: Exception, url: str, doing: str, needs: str) -> LandingZoneError:

@@ -121,7 +121,8 @@ def load_table(
 def _run_pipeline(table: str, settings: Settings, report: TableReport, full_refresh: bool) -> None:
     """The table's dlt pipeline run, after what a killed run left is finished; read again from a
     new listing when a listed file changed before it was read."""
-    from edxorg_s3_ingest.landing import LandingChangedError, caused_by
+    from edxorg_s3_ingest.aws import caused_by
+    from edxorg_s3_ingest.landing import LandingChangedError
     from edxorg_s3_ingest.loads import table_pipeline, table_source
 
     for attempt in range(CHANGED_RETRIES + 1):
@@ -324,7 +325,7 @@ def _unchanged_tables(
     listings overlap (they wait on the network). `sizes`, if given (several tables may load at
     once), gets the bytes each other table's load reads, from the same listings; and once two
     tables are known to need a load, the worker processes' fork server starts."""
-    from edxorg_s3_ingest.landing import is_s3
+    from edxorg_s3_ingest.aws import is_s3
 
     if settings.environment != "dev":
         return {}
@@ -356,7 +357,7 @@ def _unchanged_tables(
 def describe(error: BaseException) -> str:
     """The innermost cause, which names the thing to fix, rather than dlt's step wrapper; with
     any credential value of this process masked (it must never reach a report or a log)."""
-    from edxorg_s3_ingest.landing import redact
+    from edxorg_s3_ingest.aws import redact
 
     while error.__cause__ is not None or error.__context__ is not None:
         inner = error.__cause__ or error.__context__

@@ -35,8 +35,9 @@ import dlt
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
+from edxorg_s3_ingest.fetching import fetch
 from edxorg_s3_ingest.incremental import plan
-from edxorg_s3_ingest.landing import LandingFile, fetch, is_local, list_prod_files
+from edxorg_s3_ingest.landing import LandingFile, is_local, list_prod_files
 from edxorg_s3_ingest.lineage import Lineage, many_lineage, rejects_batch
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.staged_files import (

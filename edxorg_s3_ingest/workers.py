@@ -368,7 +368,7 @@ class _Forward(logging.Handler):
         self.send = send
 
     def emit(self, record: logging.LogRecord) -> None:
-        from edxorg_s3_ingest.landing import redact
+        from edxorg_s3_ingest.aws import redact
 
         try:
             fields = {**record.__dict__, "msg": redact(self.format(record)), "args": None}

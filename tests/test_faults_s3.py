@@ -230,7 +230,7 @@ def test_fetch_under_random_faults_is_byte_exact(lake, proxy, request, monkeypat
 
     from botocore.retries.standard import ExponentialBackoff
 
-    from edxorg_s3_ingest import landing
+    from edxorg_s3_ingest import fetching, landing
 
     s3 = lake.client("s3")
     content = b"id\tvalue\n" + b"".join(b"%d\t%s\n" % (n, b"x" * (n % 97)) for n in range(20_000))
@@ -240,7 +240,7 @@ def test_fetch_under_random_faults_is_byte_exact(lake, proxy, request, monkeypat
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
     # What is tested here is what arrives, not the waiting: no backoff sleeps in this process.
-    monkeypatch.setattr(landing, "_pause", lambda attempt: None)
+    monkeypatch.setattr(fetching, "_pause", lambda attempt: None)
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
     rng = random.Random(8)
     count = scaled(request.config, 60, 600)
@@ -252,10 +252,10 @@ def test_fetch_under_random_faults_is_byte_exact(lake, proxy, request, monkeypat
             if name in ("slowdown", "internal error", "connection reset"):
                 times = rng.randint(1, 2) if rng.random() < 0.9 else None
             else:
-                times = rng.randint(1, landing.READ_ATTEMPTS + 1)
+                times = rng.randint(1, fetching.READ_ATTEMPTS + 1)
             proxy.add(Rule(**fault, method="GET", listing=False, times=times))
             try:
-                path = landing.fetch(f"s3://{LANDING_BUCKET}/{key}", scratch, len(content))
+                path = fetching.fetch(f"s3://{LANDING_BUCKET}/{key}", scratch, len(content))
             except landing.LandingZoneError as error:
                 assert "Traceback" not in str(error) and key in str(error)
                 failed += 1
@@ -369,7 +369,7 @@ def test_listing_that_changes_during_the_run(lake, proxy, tmp_path, request):
 
 def test_file_changed_since_listing_is_never_loaded_short(lake, proxy, request, monkeypatch):
     """In-process: a listed size that the object no longer has is a LandingChangedError."""
-    from edxorg_s3_ingest import landing
+    from edxorg_s3_ingest import fetching, landing
 
     for name, value in lake.env(AWS_ENDPOINT_URL=proxy.endpoint).items():
         if name.startswith("AWS_"):
@@ -379,13 +379,13 @@ def test_file_changed_since_listing_is_never_loaded_short(lake, proxy, request, 
         url = f"s3://{LANDING_BUCKET}/{key}"
         size = len(lake.client("s3").get_object(Bucket=LANDING_BUCKET, Key=key)["Body"].read())
         with pytest.raises(landing.LandingChangedError, match="changed since it was listed"):
-            landing.fetch(url, scratch, size + 1)
+            fetching.fetch(url, scratch, size + 1)
         with pytest.raises(landing.LandingChangedError, match="was listed but is gone"):
-            landing.fetch(url + ".missing", scratch, size)
+            fetching.fetch(url + ".missing", scratch, size)
         local = Path(scratch) / "local.tsv"
         local.write_bytes(b"id\n1\n")
         with pytest.raises(landing.LandingChangedError, match="changed since it was listed"):
-            landing.fetch(f"file://{local}", scratch, 3)
+            fetching.fetch(f"file://{local}", scratch, 3)
     record(
         request,
         "S3 faults (landing)",

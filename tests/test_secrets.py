@@ -245,7 +245,7 @@ def test_dagster_materializations_show_no_credential(
 def test_exceptions_show_no_credential(aws_env, tmp_path, request):
     """The product's own exceptions (landing listing / fetch, the lake's preflight) and their
     whole printed chains, when the server echoes the credentials."""
-    from edxorg_s3_ingest import landing
+    from edxorg_s3_ingest import fetching, landing
     from edxorg_s3_ingest.iceberg_store import IcebergStore, LakeError
 
     proxy = aws_env
@@ -254,7 +254,7 @@ def test_exceptions_show_no_credential(aws_env, tmp_path, request):
     printed = {}
     for name, call in {
         "listing": lambda: landing.list_prod_files(BUCKET_URL, "teams"),
-        "fetch": lambda: landing.fetch(f"s3://{LANDING_BUCKET}/x.tsv", str(tmp_path), 10),
+        "fetch": lambda: fetching.fetch(f"s3://{LANDING_BUCKET}/x.tsv", str(tmp_path), 10),
         "preflight": lambda: IcebergStore(
             "s3://ol-data-lake-raw-qa/edxorg", "ol_warehouse_qa_raw"
         ).preflight(),

@@ -21,7 +21,7 @@ def remote(count: int, size: int = 2_000) -> list[LandingFile]:
 
 
 class Recorder:
-    """A stand-in for landing.fetch: sleeps a little, counts the fetches in flight."""
+    """A stand-in for fetching.fetch: sleeps a little, counts the fetches in flight."""
 
     def __init__(self, fail: str | None = None) -> None:
         self.lock = threading.Lock()
