@@ -459,32 +459,44 @@ def read_line(fifo: str, process: subprocess.Popen) -> str:
         os.close(fd)
 
 
+class Pause:
+    """A run stopped at a point and let go on (`EDXORG_S3_INGEST_PAUSE_AT`, crashpoints.py):
+    the two FIFOs in `folder`, the environment variable that names them, no waiting on time."""
+
+    def __init__(self, folder: Path, point: str) -> None:
+        folder.mkdir()
+        os.mkfifo(folder / "paused")
+        os.mkfifo(folder / "resume")
+        self.folder = folder
+        self.env = {"EDXORG_S3_INGEST_PAUSE_AT": f"{point}:{folder}"}
+
+    def wait(self, process: subprocess.Popen) -> str:
+        """What the paused process wrote (its pid), once it has paused."""
+        return read_line(str(self.folder / "paused"), process)
+
+    def resume(self) -> None:
+        with open(self.folder / "resume", "w") as resume:
+            resume.write("go\n")
+
+
 def test_two_overlapping_runs_of_a_table(loaded, tmp_path):
     """Run A pauses mid-load (holding the table); run B starts, fails at once naming the table
     and A; A then finishes and the table is exactly right."""
     land, base, rejects = loaded
     case = fresh(base, tmp_path)
-    fifos = tmp_path / "fifos"
-    fifos.mkdir()
-    os.mkfifo(fifos / "paused")
-    os.mkfifo(fifos / "resume")
+    pause = Pause(tmp_path / "fifos", "store.written:1")
     first = subprocess.Popen(
         [sys.executable, "-m", "edxorg_s3_ingest.loads", *case.args()],
         cwd=REPO,
-        env={
-            **os.environ,
-            **FAST,
-            "EDXORG_S3_INGEST_PAUSE_AT": f"store.written:1:{fifos}",
-        },
+        env={**os.environ, **FAST, **pause.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert read_line(str(fifos / "paused"), first) == str(first.pid)
+        assert pause.wait(first) == str(first.pid)
         second = run_cli(*case.args(), check=False)
-        with open(fifos / "resume", "w") as resume:
-            resume.write("go\n")
+        pause.resume()
         out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:

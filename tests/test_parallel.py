@@ -28,7 +28,7 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 from conftest import REPO, SAMPLE, run_cli
 from landing import Landing
 from oracle import canonical, table_rows
-from test_crash import read_line
+from test_crash import Pause
 
 SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
 # A few sample tables, one of which (teams) gets an export with a ragged line: the only table
@@ -176,16 +176,9 @@ def test_worker_log_records_reach_stderr(tmp_path):
     has planned (`plan.done`; `validate`, with no prod files, never plans), a course's export is
     deleted, the worker goes on, finds the file gone and reads the table again (runner.py)."""
     landing = landing_with_rejects(tmp_path / "landing")
-    fifos = tmp_path / "fifos"
-    fifos.mkdir()
-    os.mkfifo(fifos / "paused")
-    os.mkfifo(fifos / "resume")
+    pause = Pause(tmp_path / "fifos", "plan.done:1")
     (gone,) = landing.folder("MITx-ragged-2026").iterdir()
-    env = {
-        **os.environ,
-        "PYTHONDONTWRITEBYTECODE": "",
-        "EDXORG_S3_INGEST_PAUSE_AT": f"plan.done:1:{fifos}",
-    }
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "", **pause.env}
     args = ("--bucket-url", str(tmp_path / "landing"), "--tables", "teams,validate")
     process = subprocess.Popen(
         [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--workers", "2", "--json"]
@@ -197,10 +190,9 @@ def test_worker_log_records_reach_stderr(tmp_path):
         text=True,
     )
     try:
-        read_line(str(fifos / "paused"), process)
+        pause.wait(process)
         gone.unlink()
-        with open(fifos / "resume", "w") as resume:
-            resume.write("go\n")
+        pause.resume()
         out, err = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
@@ -353,17 +345,10 @@ def test_terminal_shows_the_running_tables(tmp_path):
     worker is paused while it applies its load (a pause point, no sleeping): the line then reads
     `1 running: teams <loaded>/<planned> files ...; 3/4 done` until it goes on."""
     landing_with_rejects(tmp_path / "landing")
-    fifos = tmp_path / "fifos"
-    fifos.mkdir()
-    os.mkfifo(fifos / "paused")
-    os.mkfifo(fifos / "resume")
+    pause = Pause(tmp_path / "fifos", "store.rejects_written:1")
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-    env = {
-        **os.environ,
-        "PYTHONDONTWRITEBYTECODE": "",
-        "EDXORG_S3_INGEST_PAUSE_AT": f"store.rejects_written:1:{fifos}",
-    }
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "", **pause.env}
     args = ("--bucket-url", str(tmp_path / "landing"), "--tables", ",".join(SOME))
     with open(tmp_path / "stdout", "w") as stdout:
         process = subprocess.Popen(
@@ -378,11 +363,10 @@ def test_terminal_shows_the_running_tables(tmp_path):
     os.close(terminal)
     screen = Screen(controller, process)
     try:
-        worker = read_line(str(fifos / "paused"), process)
+        worker = pause.wait(process)
         line = screen.wait_for(r"1 running: teams \d+/\d+ files [\d.]+ MB; 3/4 done")
         assert worker.isdigit() and "\n" not in line
-        with open(fifos / "resume", "w") as resume:
-            resume.write("go\n")
+        pause.resume()
         screen.wait_for(r"\[4/4\] teams: loaded 3 files, \d+ rows, 1 rejected")
         screen.read_to_end()
         assert process.wait(timeout=300) == 0
