@@ -297,7 +297,8 @@ LARGE_UNITS = {
 def test_large_pathological_files_take_linear_time(scratch, request, unit):
     """One value (or line) repeated to 128 KB and 256 KB (CI) / 1 MB and 2 MB (-m faults), at
     the reader's own sizes: within the per-MB bound, and twice the bytes take at most about
-    twice the time (a quadratic corner would take four times)."""
+    twice the time (a quadratic corner would take four times). Each size is read 3 times and
+    its fastest read counts: a busy machine slows a read down, never speeds it up."""
     size = scaled(request.config, 128 << 10, 1 << 20)
     repeated = LARGE_UNITS[unit]
     timings = []
@@ -305,9 +306,13 @@ def test_large_pathological_files_take_linear_time(scratch, request, unit):
     try:
         for length in (size, 2 * size):
             data = b"a\tb\n" + repeated * (length // len(repeated))
-            stats = Stats()
-            check_file(scratch / "large.tsv", data, random.Random(length), stats, production=True)
-            timings.append(stats.slowest)
+            reads = []
+            for _ in range(3):
+                stats = Stats()
+                path = scratch / "large.tsv"
+                check_file(path, data, random.Random(length), stats, production=True)
+                reads.append(stats.slowest)
+            timings.append(min(reads))
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert timings[1] <= 3 * timings[0] + 0.25, f"not linear: {timings}"
