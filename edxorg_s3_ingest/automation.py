@@ -1,13 +1,10 @@
 """When the table assets run by themselves, and how they check their own data (SPEC §8)."""
 
 import dagster as dg
-import dlt
-from dlt.pipeline.exceptions import CannotRestorePipelineException
 
-from edxorg_s3_ingest.incremental import expected_rows
-from edxorg_s3_ingest.loads import PIPELINE_PREFIX
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.stores import store_for
+from edxorg_s3_ingest.table_load import TableLoad
+from edxorg_s3_ingest.table_state import expected_rows
 from edxorg_s3_ingest.tables import destination_table
 
 
@@ -86,14 +83,11 @@ def rejected_rows_result(context, key: dg.AssetKey) -> dg.AssetCheckResult:
 
 
 def reconciliation_result(settings: Settings, table: str, key: dg.AssetKey):
-    try:
-        name = f"{PIPELINE_PREFIX}{table}"
-        state = dlt.attach(name, pipelines_dir=str(settings.pipelines_dir)).state
-    except CannotRestorePipelineException:
-        state = {}  # never loaded: the table must be empty
-    resources = state.get("sources", {}).get("edxorg_s3", {}).get("resources", {})
-    expected = expected_rows(resources.get(table, {}))
-    actual = store_for(settings).row_count(destination_table(table))
+    """The table's rows against its state's (SPEC §5), both read from the store: right from
+    any pod, loaded there or not."""
+    load = TableLoad(table, settings)
+    expected = expected_rows(load.stored().state)
+    actual = load.store.row_count(destination_table(table))
     return dg.AssetCheckResult(
         asset_key=key,
         check_name="reconciliation",

@@ -58,10 +58,14 @@ def parser() -> argparse.ArgumentParser:
     )
     cli.add_argument("--data-dir", help="dev: where the Parquet tables go (default .dlt/data)")
     cli.add_argument(
-        "--pipelines-dir", help="where dlt keeps each table's state (default .dlt/pipelines)"
+        "--pipelines-dir",
+        help="dlt's working area, emptied by each load (default .dlt/pipelines); each table's "
+        "state is kept with the table",
     )
     cli.add_argument(
-        "--full-refresh", action="store_true", help="forget the state and rebuild the tables"
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the tables from every course's newest file, ignoring their state",
     )
     cli.add_argument(
         "--workers",
@@ -71,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
     )
     cli.add_argument("--json", action="store_true", help="print the run report as one JSON object")
     cli.add_argument("--list-tables", action="store_true", help="print the 44 tables and exit")
+    cli.add_argument(
+        "--loaded-files",
+        action="store_true",
+        help="print, from each table's state, every prod file it knows: which file each "
+        "course's rows come from (current), their rows, rejects and load id; then exit",
+    )
     return cli
 
 
@@ -90,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
         return 2
+    if args.loaded_files:
+        return print_loaded_files(tables, settings, args.json)
     with Progress(total=len(tables), parallel=workers > 1) as progress:
         run = load_tables(
             tables,
@@ -107,6 +119,30 @@ def main(argv: list[str] | None = None) -> int:
     if run.error:
         print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)
     return 0 if run.ok else 1
+
+
+def print_loaded_files(tables: list[str], settings: Settings, as_json: bool) -> int:
+    """The tables' ledgers (table_state.ledger), read from their stores: TSV or JSON lines."""
+    from edxorg_s3_ingest.table_load import TableLoad, describe
+    from edxorg_s3_ingest.table_state import LEDGER_COLUMNS, ledger
+
+    if not as_json:
+        print("\t".join(("table", *LEDGER_COLUMNS)))
+    failed = False
+    for table in tables:
+        try:
+            rows = ledger(TableLoad(table, settings).stored().state)
+        except Exception as error:  # noqa: BLE001 - said per table; the others are printed
+            print(f"edxorg-s3-ingest: {table}: {describe(error)}", file=sys.stderr)
+            failed = True
+            continue
+        for row in rows:
+            if as_json:
+                print(json.dumps({"table": table, **row}))
+            else:
+                values = ("" if row[key] is None else str(row[key]) for key in LEDGER_COLUMNS)
+                print("\t".join((table, *values)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

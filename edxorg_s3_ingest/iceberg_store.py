@@ -6,8 +6,10 @@
   and never rewrites another course's rows.
 - One load of one table is ONE snapshot: its courses' files deleted and its new files added
   in a single overwrite, with any new columns added (by name) in the same transaction.
-- Every snapshot this store writes carries the load id in its summary, so completing a load a
-  second time (after a crash) finds it in the table's history and does nothing.
+- Each snapshot of a load carries the load id and the table's incremental state in its summary:
+  a pointer to a gzipped JSON object under `<lake_url>/_edxorg_s3_ingest_state/<table_name>/`
+  (table_state.py), written before the commit. The state advances in the same atomic commit as
+  the rows; a commit is made only if the table is still at the snapshot the run planned from.
 - Types are Athena-readable: string, long, timestamptz (microseconds); format v2.
 
 AWS access goes through one boto3 session (the standard credential chain, refreshed on long runs)
@@ -17,10 +19,13 @@ where the edX buckets live.
 """
 
 import functools
+import gzip
 import itertools
+import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +37,7 @@ import pyarrow.parquet as pq
 from botocore.config import Config
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.exceptions import (
+    CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchIcebergTableError,
     NoSuchNamespaceError,
@@ -65,6 +71,7 @@ from edxorg_s3_ingest.aws import (
 )
 from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.lineage import LINEAGE, REJECTS_SCHEMA
+from edxorg_s3_ingest.table_state import StateMovedError, StoredState, damaged
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)
@@ -74,16 +81,27 @@ DEFAULT_REGION = "us-east-1"
 LOAD_ID = "edxorg-s3-ingest.load-id"
 TABLE = "edxorg-s3-ingest.table"
 OPERATION = "edxorg-s3-ingest.operation"
+STATE = "edxorg-s3-ingest.state"
+"""The snapshot summary key of the table's incremental state object (table_state.py)."""
+STATE_FOLDER = "_edxorg_s3_ingest_state"
 # Staged rows are written in chunks of about this many Arrow bytes: bounded memory for big loads.
 CHUNK_BYTES = 128 << 20
+RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
     # Old metadata.json files are removed as new ones are committed.
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
-    # The rejects table is shared by the 44 pipelines, which may commit at the same time.
-    "commit.retry.num-retries": "10",
+    # The rejects table is shared by the 44 pipelines, which may commit at the same time:
+    # pyiceberg commits its appends again on the new snapshot.
+    RETRIES: "10",
+}
+EDX_TABLE_PROPERTIES = {
+    **TABLE_PROPERTIES,
+    # Never: a load's commit planned from the table's state, and must fail if the table moved
+    # on (StateMovedError: the load plans again), not be re-applied on top of another run's.
+    RETRIES: "0",
 }
 S3_NEEDS = "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
 GLUE_NEEDS = (
@@ -182,25 +200,94 @@ class IcebergStore:
 
     # -- the TableStore protocol --------------------------------------------------------------
 
-    def replace_courses(
-        self, table_name: str, load_id: str, staged: list[Path], courses: dict
+    def read_state(self, table_name: str) -> StoredState:
+        """The state the table's current snapshot points to (empty for a table never loaded,
+        or last written before the state lived in the lake: its next load reads every course's
+        newest file once)."""
+        with self._explained(f"reading the state of {table_name}"):
+            table = self._load(table_name)
+            snapshot = table.current_snapshot() if table else None
+            if snapshot is None:
+                return StoredState()
+            location = _summary(snapshot).get(STATE)
+            if not location:
+                return StoredState(version=snapshot.snapshot_id)
+            try:
+                with table.io.new_input(location).open() as stream:
+                    state = json.loads(gzip.decompress(stream.read()))
+            except (OSError, ValueError, EOFError) as error:
+                raise damaged(table_name, location, error, snapshot.snapshot_id) from error
+            return StoredState(state, snapshot.snapshot_id)
+
+    def recover(self, table_name: str) -> None:
+        """Nothing to do: an Iceberg commit is atomic (a killed one left unreferenced files at
+        most, which table maintenance removes)."""
+
+    def commit(
+        self,
+        table_name: str,
+        load_id: str,
+        staged: list[Path],
+        courses: dict,
+        state: dict,
+        base: int | None,
+        full_refresh: bool = False,
     ) -> None:
-        marker = {LOAD_ID: load_id, OPERATION: "replace-courses"}
+        """ONE snapshot: each course in `courses` holds exactly its rows in `staged` (with
+        `full_refresh`, the table holds exactly `staged`, its columns reset to the load's), and
+        the snapshot's summary points to `state`, written beside the tables first. Committed
+        only if the table's current snapshot is still `base`, the one the run planned from:
+        checked here and again by pyiceberg's commit (Glue's optimistic lock), otherwise
+        StateMovedError and nothing changes."""
         headers = [column for entry in courses.values() for column in entry["columns"]]
         columns = _columns(staged, headers, LINEAGE)
-        with self._explained(f"replacing courses of {table_name}"):
+        with self._explained(f"committing {table_name}"):
             table = self._table(table_name, columns, "_course_id")
-            if self._applied(table, marker, {OPERATION: "drop"}):
-                log.info("%s: load %s is already in the table", table_name, load_id)
-                return
-            with table.transaction() as transaction:
-                _add_columns(transaction, columns)
-                condition = _matching("_course_id", set(courses))
-                deleted = self._files(table, "_course_id", set(courses))
-                batches = self._checked(staged, set(courses), table_name)
-                self._commit(transaction, table, condition, deleted, batches, marker)
-                crashpoint("iceberg.before_commit")
+            if table.properties.get(RETRIES) != EDX_TABLE_PROPERTIES[RETRIES]:
+                # A table created before its commits stopped retrying: changed once, alone.
+                with table.transaction() as transaction:
+                    transaction.set_properties({RETRIES: EDX_TABLE_PROPERTIES[RETRIES]})
+                table = self._load(table_name)
+            current = table.current_snapshot()
+            found = current.snapshot_id if current else None
+            if found != base:
+                if current is not None and _summary(current).get(LOAD_ID) == load_id:
+                    log.info("%s: load %s is already in the table", table_name, load_id)
+                    return
+                raise StateMovedError(table_name, base, found)
+            marker = {
+                LOAD_ID: load_id,
+                OPERATION: "rebuild" if full_refresh else "replace-courses",
+                STATE: self._save_state(table, table_name, load_id, state),
+            }
+            crashpoint("iceberg.state_written")
+            try:
+                with table.transaction() as transaction:
+                    if full_refresh:
+                        _reset_columns(transaction, columns)
+                        condition, deleted = AlwaysTrue(), self._files(table)
+                    else:
+                        _add_columns(transaction, columns)
+                        condition = _matching("_course_id", set(courses)) if courses else None
+                        deleted = self._files(table, "_course_id", set(courses))
+                    batches = self._checked(staged, set(courses), table_name)
+                    self._commit(transaction, table, condition, deleted, batches, marker)
+                    crashpoint("iceberg.before_commit")
+            except CommitFailedException as error:
+                raise StateMovedError(table_name, base, "a newer snapshot") from error
             crashpoint("iceberg.committed")
+
+    def _save_state(self, table: Table, table_name: str, load_id: str, state: dict) -> str:
+        """Writes the state object of a commit; a new name each time, never overwritten (a
+        commit that fails leaves one unreferenced object). Outside the table's location, where
+        table maintenance (orphan-file removal) would delete it as no Iceberg file."""
+        location = (
+            f"{self.lake_url}/{STATE_FOLDER}/{table_name}/{load_id}.{uuid.uuid4().hex}.json.gz"
+        )
+        payload = gzip.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+        with table.io.new_output(location).create(overwrite=True) as stream:
+            stream.write(payload)
+        return location
 
     def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
         """Adds the load's rejects and, in the same snapshot, removes any earlier rejects of the
@@ -225,28 +312,6 @@ class IcebergStore:
                 self._commit(transaction, rejects, condition, deleted, batches, marker)
                 crashpoint("iceberg.rejects_before_commit")
             crashpoint("iceberg.rejects_committed")
-
-    def drop(self, table_name: str) -> None:
-        """Empties the table and resets its columns to the lineage ones (full refresh).
-
-        The table itself stays (its Glue entry, grants and history): dropping it would break
-        readers. The drop snapshot also tells `_applied` that earlier loads no longer count.
-        """
-        with self._explained(f"emptying {table_name}"):
-            table = self._load(table_name)
-            if table is None:
-                return
-            with table.transaction() as transaction:
-                deleted = self._files(table)
-                marker = {OPERATION: "drop"}
-                self._commit(transaction, table, AlwaysTrue(), deleted, iter(()), marker)
-                keep = set(LINEAGE.names)
-                extra = [field.name for field in table.schema().fields if field.name not in keep]
-                if extra:
-                    with transaction.update_schema() as update:
-                        for name in extra:
-                            update.delete_column(name)
-            crashpoint("iceberg.dropped")
 
     def drop_rejects(self, table: str) -> None:
         with self._explained(f"deleting the rejected rows of {table}"):
@@ -289,6 +354,7 @@ class IcebergStore:
 
     def _table(self, table_name: str, columns: pa.Schema, partition_column: str) -> Table:
         """The table, created (with its Glue database if need be) on first use."""
+        properties = EDX_TABLE_PROPERTIES if table_name != REJECTS_TABLE else TABLE_PROPERTIES
         table = self._load(table_name)
         if table is not None:
             return table
@@ -299,7 +365,7 @@ class IcebergStore:
             schema=schema,
             location=self.uri(table_name),
             partition_spec=identity_spec(schema, partition_column),
-            properties=TABLE_PROPERTIES,
+            properties=properties,
         )
         try:
             try:
@@ -402,7 +468,8 @@ class IcebergStore:
         properties: dict,
     ) -> None:
         """One snapshot: `deleted` files (the rows matching `condition`) out, `batches` in,
-        written chunk by chunk. Nothing is committed when nothing changes.
+        written chunk by chunk. Nothing is committed when nothing changes, unless the snapshot
+        carries a state (an empty append: the state alone changed).
 
         Pure additions are a fast append, which never conflicts with concurrent appends (the
         rejects table is shared); a replacement is an overwrite whose conflict check, should a
@@ -412,7 +479,7 @@ class IcebergStore:
         arrow_schema = schema_to_pyarrow(metadata.schema(), include_field_ids=False)
         chunks = _chunks((_conform(batch, arrow_schema) for batch in batches), arrow_schema)
         first = next(chunks, None)
-        if first is None and not deleted:
+        if first is None and not deleted and STATE not in properties:
             return
         update = transaction.update_snapshot(snapshot_properties=properties)
         with update.overwrite() if deleted else update.fast_append() as snapshot:
@@ -519,6 +586,21 @@ def _columns(staged: list[Path], headers: list[str], required: pa.Schema) -> pa.
     for field in required:
         fields.setdefault(field.name, field)
     return pa.schema(list(fields.values()))
+
+
+def _summary(snapshot) -> Mapping[str, str]:
+    return snapshot.summary if snapshot.summary is not None else {}
+
+
+def _reset_columns(transaction: Transaction, columns: pa.Schema) -> None:
+    """A rebuild's columns: the load's, in the table's order; columns no file has any more go."""
+    wanted = set(columns.names)
+    gone = [name for name in transaction.table_metadata.schema().column_names if name not in wanted]
+    if gone:
+        with transaction.update_schema() as update:
+            for name in gone:
+                update.delete_column(name)
+    _add_columns(transaction, columns)
 
 
 def _add_columns(transaction: Transaction, columns: pa.Schema) -> None:

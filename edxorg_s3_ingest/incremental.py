@@ -1,4 +1,5 @@
-"""Which files a run reads (SPEC §5, §7), decided from one listing and the table's dlt state.
+"""Which files a run reads (SPEC §5, §7), decided from one listing and the table's state
+(table_state.py: held by the table's store).
 
 The state holds every prod file's version (key, modification time, size) and, per course, the
 version its rows come from. It is not a max-cursor: a late file is compared with its own course's
@@ -33,16 +34,11 @@ class Plan:
         return not self.to_read and not self.new_empty and not self.state_changed
 
 
-def expected_rows(state: dict) -> int:
-    """The rows the table holds after the loads this state describes (SPEC §5)."""
-    return sum(state.get("rows", {}).values())
-
-
 def plan(files: list[LandingFile], state: dict) -> Plan:
     """Compares a listing with the state; fills `state` with what it will be after this run.
 
-    The caller commits the state only together with the data of `to_read` (dlt does this: the
-    resource state travels in the same load package as the rows).
+    The caller commits the state only together with the data of `to_read` (the store saves it
+    in the same commit as the rows: consolidation.py).
 
     Files no longer listed leave the state. A course none of whose files is listed any more keeps
     its rows (nothing says its data is gone; `--full-refresh` rebuilds without it).
@@ -58,14 +54,16 @@ def preview(files: list[LandingFile], state: dict) -> Plan:
     started; the landing-zone sensor asks the same question).
 
     `plan` only adds, replaces and deletes entries of the state and of its `files` and `courses`
-    dicts (their values are replaced whole, never changed in place): copies of those three are
+    dicts (their values are replaced whole, never changed in place): copies of those dicts are
     enough, and much cheaper than a deep copy of a state that lists every prod file.
     """
-    copy = {**state}
-    for key in ("files", "courses"):
-        if key in copy:
-            copy[key] = dict(copy[key])
-    return _compare(files, copy)
+    return _compare(files, copied(state))
+
+
+def copied(state: dict) -> dict:
+    """A copy of the state that `plan` and a load can change without changing `state`: a run
+    replaces values of its top-level dicts, never changes them in place."""
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in state.items()}
 
 
 def _compare(files: list[LandingFile], state: dict) -> Plan:

@@ -5,6 +5,8 @@ import base64
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from edxorg_s3_ingest.landing import LandingFile
 from edxorg_s3_ingest.tsv import Reject
@@ -118,3 +120,27 @@ def many_lineage(rows: pa.Table, files: list[tuple[LandingFile, int]], load_id: 
     return pa.Table.from_arrays(
         [*rows.columns, *lineage], names=[*rows.schema.names, *Lineage.NAMES]
     )
+
+
+def single_course(path) -> str | None:
+    """The course of a staged file all of whose rows are of one course (a large source file
+    has a staged file of its own: source.py), else None. The row groups' statistics rule most
+    files out; the `_course_id` column (dictionary-encoded, a few bytes) decides."""
+    parquet = pq.ParquetFile(path)
+    metadata = parquet.metadata
+    if not metadata.num_rows or "_course_id" not in parquet.schema_arrow.names:
+        return None
+    column = parquet.schema_arrow.get_field_index("_course_id")
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if statistics is not None and statistics.has_min_max and statistics.min != statistics.max:
+            return None
+    courses = parquet.read(columns=["_course_id"]).column(0)
+    if courses.null_count or pc.count_distinct(courses).as_py() != 1:
+        return None
+    return courses[0].as_py()
+
+
+def empty_course_schema(columns: list[str]) -> pa.Schema:
+    """The schema of a course whose newest export is header-only: its columns, no rows."""
+    return pa.schema([(name, pa.string()) for name in columns] + list(LINEAGE))

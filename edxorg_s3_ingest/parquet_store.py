@@ -5,6 +5,8 @@
     <load_id>.<n>.parquet                     a pack: the rows of many courses
     <load_id>.r<digest>.parquet               a pack rewritten without re-exported courses
     <quoted course id>/<load_id>.<n>.parquet  a large course's rows, alone
+    .state.json                               the table's incremental state (table_state.py)
+    .commit.json                              the commit under way, while there is one
     .row_counts.json  .pack_courses.json      caches (not Parquet: the table's glob skips them)
 ```
 
@@ -19,9 +21,9 @@ A load replaces each course it read: its new rows are written under `.partial` n
 to the `**/*.parquet` glob) and published, then its rows of earlier loads go: its folder's
 files, and each earlier pack holding it, which is first rewritten without the replaced courses
 (`<load_id>.r<digest of the pack's name>.parquet`, copy-on-write, as Iceberg does; the other
-courses' rows keep their values and load ids). Every step can be repeated after a kill with the
-same result (consolidation.Consolidator): the files of this load are never rewritten, and an
-earlier pack is rewritten into the same name until it is deleted.
+courses' rows keep their values and load ids). The table's state is saved last, and the whole
+commit is journaled (`ParquetStore.commit`): a kill at any step is undone or finished by the
+next commit, from the table folder alone.
 
 Rejects: `<data-dir>/raw__edxorg__s3__rejected_rows/<table>/<quoted course id>/<file>.parquet`,
 one file per source file that had rejects, named after the file's URL: reading a file again
@@ -41,11 +43,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edxorg_s3_ingest.consolidation import empty_course_schema, single_course
 from edxorg_s3_ingest.crashpoints import crashpoint
+from edxorg_s3_ingest.lineage import empty_course_schema, single_course
+from edxorg_s3_ingest.parquet_state import (
+    JOURNAL,
+    PARTIAL,
+    STATE,
+    locked,
+    read_json,
+    read_state,
+    write_json,
+)
+from edxorg_s3_ingest.table_state import DamagedStateError, StateMovedError, StoredState
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
-PARTIAL = ".partial"
 PARQUET = ".parquet"
 MAX_NAME_BYTES = 200
 ROW_COUNTS = ".row_counts.json"
@@ -95,11 +106,73 @@ class ParquetStore:
         """The DuckDB expression's path: the whole table (SPEC §8)."""
         return f"{self.uri(table_name)}/**/*.parquet"
 
-    def replace_courses(
-        self, table_name: str, load_id: str, staged: list[Path], courses: dict
+    def read_state(self, table_name: str) -> StoredState:
+        return read_state(self.data_dir / table_name)
+
+    def recover(self, table_name: str) -> None:
+        """Finishes or undoes a commit that a kill interrupted (see `commit`)."""
+        table_dir = self.data_dir / table_name
+        if (table_dir / JOURNAL).exists():
+            with locked(table_dir):
+                self._recover(table_dir)
+
+    def commit(
+        self,
+        table_name: str,
+        load_id: str,
+        staged: list[Path],
+        courses: dict,
+        state: dict,
+        base: str | None,
+        full_refresh: bool = False,
     ) -> None:
+        """Makes each course in `courses` hold exactly its rows in `staged` (with
+        `full_refresh`, the table hold exactly `staged`) and saves `state` beside them, if the
+        table is still at `base`; otherwise raises StateMovedError and changes nothing.
+
+        A commit is journaled (JOURNAL): its new files are written first, all named after the
+        load; then the journal lists the files it replaces and the new state, and only then
+        are those deleted and the state saved. A kill before that point is undone by the next
+        commit (the load's files deleted), a kill after it is finished (the deletions done):
+        either way no run needs anything of the killed run's working area.
+        """
         table_dir = self.data_dir / table_name
         table_dir.mkdir(parents=True, exist_ok=True)
+        with locked(table_dir):
+            try:
+                self._recover(table_dir)
+                found = self.read_state(table_name).version
+            except DamagedStateError:
+                if not full_refresh:
+                    raise
+                (table_dir / JOURNAL).unlink(missing_ok=True)  # a rebuild replaces every file
+                found = base
+            if found != base:
+                if found == load_id:
+                    return
+                raise StateMovedError(table_name, base, found)
+            write_json(table_dir / JOURNAL, {"load_id": load_id, "phase": "write"})
+            crashpoint("store.journaled")
+            replaced = set(courses)
+            earlier = self._write(table_dir, table_name, load_id, staged, courses, full_refresh)
+            crashpoint("store.written")
+            doomed = _published_files(table_dir, earlier, replaced, load_id, full_refresh)
+            journal = {"load_id": load_id, "phase": "delete", "delete": doomed, "state": state}
+            write_json(table_dir / JOURNAL, journal)
+            crashpoint("store.before_delete")
+            self._finish(table_dir, journal)
+
+    def _write(
+        self,
+        table_dir: Path,
+        table_name: str,
+        load_id: str,
+        staged: list[Path],
+        courses: dict,
+        full_refresh: bool,
+    ) -> list[str]:
+        """Publishes the load's files; returns the earlier packs rewritten without the
+        replaced courses (their rows of other courses are in this load's files now)."""
         ours = f"{load_id}."
         replaced = set(courses)
         written: list[Path] = []
@@ -129,48 +202,53 @@ class ParquetStore:
                 target = self._course_part(table_dir, course, load_id, len(staged))
                 pq.write_table(empty_course_schema(entry["columns"]).empty_table(), target)
                 written.append(target)
-        packs = self._pack_courses(table_dir)
-        earlier = [name for name in packs if not name.startswith(ours) and packs[name] & replaced]
+        earlier = []
+        if replaced and not full_refresh:
+            packs = self._pack_courses(table_dir)
+            earlier = [n for n in packs if not n.startswith(ours) and packs[n] & replaced]
         for name in earlier:
             digest = hashlib.sha256(name.encode()).hexdigest()[:16]
             target = table_dir / f"{load_id}.r{digest}{PARQUET}{PARTIAL}"
             if _write_without(table_dir / name, replaced, target):
                 written.append(target)
             crashpoint("store.rest_written")
-        crashpoint("store.written")
         for partial in written:
             os.replace(partial, partial.with_name(partial.name.removesuffix(PARTIAL)))
-            # A rename between two links of one file does nothing (POSIX): so it is when a run
-            # killed after publishing a linked file links it again. The partial name goes.
-            partial.unlink(missing_ok=True)
             crashpoint("store.published")
-        crashpoint("store.before_delete")
-        self._delete_earlier(table_dir, ours, replaced, earlier)
+        return earlier
 
     def _course_part(self, table_dir: Path, course: str, load_id: str, number: int) -> Path:
         folder = table_dir / course_folder(course)
         os.makedirs(folder, exist_ok=True)
         return folder / f"{load_id}.{number}{PARQUET}{PARTIAL}"
 
+    def _recover(self, table_dir: Path) -> None:
+        """Undoes or finishes a commit that a kill interrupted (see `commit`)."""
+        journal = read_json(table_dir / JOURNAL)
+        if not journal:
+            return
+        if journal.get("phase") == "delete":
+            self._finish(table_dir, journal)
+            return
+        ours = f"{journal['load_id']}."
+        for path in _all_files(table_dir):
+            if os.path.basename(path).startswith(ours):
+                os.unlink(path)
+                crashpoint("store.undone")
+        _remove_empty_folders(table_dir)
+        os.unlink(table_dir / JOURNAL)
+
     @staticmethod
-    def _delete_earlier(table_dir: Path, ours: str, replaced: set[str], packs: list[str]) -> None:
-        """The replaced courses' rows of earlier loads: their folders' files, and the earlier
-        packs that held them (published again without them)."""
-        folders = {entry.name for entry in os.scandir(table_dir) if entry.is_dir()}
-        for course in replaced:
-            folder = course_folder(course)
-            if folder not in folders:
-                continue
-            with os.scandir(table_dir / folder) as entries:
-                for old in entries:
-                    if not old.name.startswith(ours):
-                        os.unlink(old.path)
-                        crashpoint("store.deleted")
-            with suppress(OSError):  # a course now in a pack leaves its folder empty
-                os.rmdir(table_dir / folder)
-        for name in packs:
-            (table_dir / name).unlink(missing_ok=True)
-            crashpoint("store.deleted")
+    def _finish(table_dir: Path, journal: dict) -> None:
+        """The second half of a commit: the replaced files go, the state is saved."""
+        for name in journal["delete"]:
+            with suppress(FileNotFoundError):  # deleted before a kill
+                os.unlink(table_dir / name)
+                crashpoint("store.deleted")
+        _remove_empty_folders(table_dir)
+        write_json(table_dir / STATE, {"load_id": journal["load_id"], "state": journal["state"]})
+        crashpoint("store.state_saved")
+        os.unlink(table_dir / JOURNAL)
 
     def _pack_courses(self, table_dir: Path) -> dict[str, set[str]]:
         """Each published pack's courses, each pack's `_course_id` column read once (cached in
@@ -194,9 +272,6 @@ class ParquetStore:
             pq.write_table(rows, temporary)
             crashpoint("store.rejects_written")
             os.replace(temporary, target)
-
-    def drop(self, table_name: str) -> None:
-        shutil.rmtree(self.data_dir / table_name, ignore_errors=True)
 
     def drop_rejects(self, table: str) -> None:
         shutil.rmtree(self.data_dir / REJECTS_TABLE / table, ignore_errors=True)
@@ -262,6 +337,43 @@ def _write_without(source: Path, courses: set[str], target: Path) -> bool:
     if not rows:
         target.unlink()
     return bool(rows)
+
+
+def _published_files(
+    table_dir: Path, packs: list[str], replaced: set[str], load_id: str, full_refresh: bool
+) -> list[str]:
+    """The files a commit replaces, relative to the table folder: the replaced courses'
+    folders' files and the earlier packs that held them; with `full_refresh`, every file not
+    of this load."""
+    ours = f"{load_id}."
+    if full_refresh:
+        paths = [path for path in _all_files(table_dir) if path.endswith(PARQUET)]
+    else:
+        paths = [str(table_dir / name) for name in packs]
+        for course in replaced:
+            with suppress(FileNotFoundError), os.scandir(table_dir / course_folder(course)) as it:
+                paths.extend(entry.path for entry in it)
+    return sorted(
+        os.path.relpath(path, table_dir)
+        for path in paths
+        if not os.path.basename(path).startswith(ours)
+    )
+
+
+def _all_files(folder: Path) -> Iterator[str]:
+    """Every file in the table folder and its course folders, hidden ones included."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            yield from _all_files(Path(entry.path))
+        else:
+            yield entry.path
+
+
+def _remove_empty_folders(table_dir: Path) -> None:
+    for entry in os.scandir(table_dir):
+        if entry.is_dir(follow_symlinks=False):
+            with suppress(OSError):
+                os.rmdir(entry.path)
 
 
 def _link(source: Path, target: Path) -> None:

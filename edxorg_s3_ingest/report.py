@@ -32,6 +32,9 @@ class TableReport:
     table_rows: int | None = None
     """Rows in the whole table after the load."""
     load_id: str | None = None
+    replans: int = 0
+    """Times the table was planned again: another run committed to it first, or a listed file
+    changed before it was read."""
     error: str | None = None
     misplaced_files: list[str] = field(default_factory=list)
     _started: float = field(default=0.0, repr=False)

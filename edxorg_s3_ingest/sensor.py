@@ -1,17 +1,17 @@
 """An optional landing-zone sensor, for deployments without the upstream code location.
 
 Off by default. Each tick lists every table's prod files once and requests a run for the tables
-whose listing differs from what their dlt state says was loaded. The "cursor" is that state: it
-advances only when a load succeeds, so a failed run is requested again on a later tick (the
-original sensor advanced its cursor at launch and lost failed batches).
+whose listing differs from what their state says was loaded. The "cursor" is that state, read
+from the table's store (table_state.py) as the loads read it, so it works from the code-server
+pod that never ran a load: it advances only when a load commits, so a failed run is requested
+again on a later tick (the original sensor advanced its cursor at launch and lost failed
+batches).
 """
 
 import dagster as dg
 
-from edxorg_s3_ingest.incremental import preview
-from edxorg_s3_ingest.landing import list_prod_files
-from edxorg_s3_ingest.loads import has_pending_work, stored_resource_state
 from edxorg_s3_ingest.settings import Settings
+from edxorg_s3_ingest.table_load import TableLoad
 
 TABLE_TAG = "edxorg_s3_ingest/table"
 ACTIVE = [
@@ -23,14 +23,8 @@ ACTIVE = [
 
 
 def has_new_prod_files(settings: Settings, table: str) -> bool:
-    """Whether a load of the table has work: a listing that holds what its state does not
-    describe (incremental.preview, the question a run asks first), or a load package a killed
-    run left unfinished. The state is read from the pipeline's folder (no dlt pipeline built)."""
-    if has_pending_work(settings, table):
-        return True
-    listing = list_prod_files(settings.bucket_url, table)
-    state = stored_resource_state(settings, table) or {}
-    return not preview(listing.files, state).changes_nothing
+    """Whether a load of the table has work: the question its load asks first."""
+    return TableLoad(table, settings).has_work()
 
 
 def landing_zone_sensor(keys: list[dg.AssetKey]) -> dg.SensorDefinition:

@@ -1,10 +1,10 @@
 """The dlt source: one resource per edX table, streaming the rows of its new prod exports.
 
-Each resource lists its table once, plans from its state which files to read (one per re-exported
-course), and hands every file's rows, with the lineage columns of SPEC §4, to dlt as Parquet.
-What it read is written into the load package state, where the destination finds it to replace
-exactly those courses (consolidation.py); the file versions go into the resource state, which dlt
-commits in the same package: state and data advance together.
+Each resource reads the files its table's plan names (work.py: one per re-exported course, from
+one listing and the table's state in its store) and hands every file's rows, with the lineage
+columns of SPEC §4, to dlt as Parquet. What it read is written into the load package state,
+where the destination finds it to replace exactly those courses (consolidation.py), and into the
+table's new state, which the store commits with the rows: state and data advance together.
 
 Speed and memory (benchmarks/): the stages overlap, each on a thread of its own and mostly in
 pyarrow with the GIL released, with at most threads.READ_AHEAD items between two of them. Files
@@ -36,8 +36,7 @@ import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.fetching import fetch
-from edxorg_s3_ingest.incremental import plan
-from edxorg_s3_ingest.landing import LandingFile, is_local, list_prod_files
+from edxorg_s3_ingest.landing import LandingFile, is_local
 from edxorg_s3_ingest.lineage import Lineage, many_lineage, rejects_batch
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.staged_files import (
@@ -48,9 +47,11 @@ from edxorg_s3_ingest.staged_files import (
     row_groups,
     write_files,
 )
+from edxorg_s3_ingest.table_load import SCRATCH
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 from edxorg_s3_ingest.threads import read_ahead
 from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile, read_together
+from edxorg_s3_ingest.work import Work
 
 MANIFEST_KEY = "edxorg_s3_ingest"
 
@@ -102,13 +103,10 @@ def use_lean_memory_pool() -> None:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
-SCRATCH = "scratch"
-
-
 def scratch_root() -> str | None:
     """Where a load writes its downloads and Parquet files: `scratch/` in the pipeline's working
     folder. There, on the filesystem of dlt's load packages, dlt hard-links the Parquet files
-    rather than copying them; and, one run of a table at a time (runner.table_lock), each run
+    rather than copying them; and, one run of a table at a time (table_load.table_lock), each run
     empties it first, so that what a killed run left (a large file's download) goes with the
     next run. Outside a pipeline: the system's temporary folder (None)."""
     try:
@@ -121,30 +119,25 @@ def scratch_root() -> str | None:
     return root
 
 
-def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
-    """The body of one table's resource."""
+def read_table(table: str, work: Work, report: TableReport) -> Iterator:
+    """The body of one table's resource: the files its plan reads (table_load.py planned it
+    from one listing and the table's state in the store)."""
     use_lean_memory_pool()
-    listing = list_prod_files(bucket_url, table)
-    state = dlt.current.resource_state()
-    work = plan(listing.files, state)
-    report.files_seen = work.files_seen
-    report.files_skipped = work.files_skipped
-    report.files_planned = len(work.to_read)
-    report.misplaced_files = listing.misplaced
-    if not listing.files:
-        report.status = "no_prod_files"
+    if not work.listing.files:
         return
+    state, to_read = work.state, work.plan.to_read
     load_id = dlt.current.load_package_state()["load_id"]
-    if work.to_read or work.new_empty:
+    if to_read or work.plan.new_empty:
         report.load_id = load_id
-    for file in work.new_empty:
+    rejected: dict[str, int] = {}
+    for file in work.plan.new_empty:
         report.rows_rejected += 1
         yield _rejects(table, file, [Reject(None, "empty_file", b"")], load_id)
     courses: dict[str, dict] = {}
     columns = Columns.of(destination_table(table))
-    own = {file.url for file in _largest(work.to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
+    own = {file.url for file in _largest(to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
     with tempfile.TemporaryDirectory(prefix="edxorg-", dir=scratch_root()) as scratch:
-        fetched = _fetched(work.to_read, scratch, own)
+        fetched = _fetched(to_read, scratch, own)
         scanned = read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
         parsed = read_ahead(_read_files(scanned, load_id, own), "edxorg-read")
         events = read_ahead(write_files(parsed, scratch, columns), "edxorg-write")
@@ -158,6 +151,7 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
                     continue
                 file, tsv, rejects, rows = event
                 report.rows_loaded += rows
+                rejected[file.course_id] = len(rejects)
                 if rejects:
                     report.rows_rejected += len(rejects)
                     yield _rejects(table, file, rejects, load_id)
@@ -170,10 +164,15 @@ def read_table(table: str, bucket_url: str, report: TableReport) -> Iterator:
                         "rows": rows,
                         "columns": tsv.header,
                     }
-    if courses:
-        manifest()[destination_table(table)] = courses
-        # What the table must hold per course: the reconciliation asset check compares with it.
-        state.setdefault("rows", {}).update({course: e["rows"] for course, e in courses.items()})
+    manifest()[destination_table(table)] = courses
+    # What the table must hold per course (the reconciliation check compares with it), and the
+    # rest of what `edxorg-s3-ingest --loaded-files` shows.
+    for key, values in (
+        ("rows", {course: entry["rows"] for course, entry in courses.items()}),
+        ("rejected", rejected),
+        ("loads", dict.fromkeys(courses, load_id)),
+    ):
+        state.setdefault(key, {}).update(values)
 
 
 class _Fetched(NamedTuple):
@@ -327,22 +326,25 @@ def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str)
     )
 
 
-def table_resource(table: str, bucket_url: str, report: TableReport | None = None) -> DltResource:
-    report = report or TableReport(table)
+def table_resource(table: str, work: Work, report: TableReport) -> DltResource:
     return dlt.resource(
         read_table,
         name=table,
         table_name=destination_table(table),
         write_disposition="append",
-    )(table, bucket_url, report)
+    )(table, work, report)
 
 
 @dlt.source(name="edxorg_s3", max_table_nesting=0)
 def edxorg_s3_source(
-    bucket_url: str = dlt.config.value,
     tables: list[str] | None = None,
+    works: dict[str, Work] | None = None,
     reports: dict[str, TableReport] | None = None,
 ) -> list[DltResource]:
-    """One resource per edX table, named after the table (SPEC §3)."""
-    reports = reports or {}
-    return [table_resource(table, bucket_url, reports.get(table)) for table in (tables or TABLES)]
+    """One resource per edX table, named after the table (SPEC §3), each reading what its
+    table's `Work` plans (table_load.TableLoad plans it)."""
+    works, reports = works or {}, reports or {}
+    return [
+        table_resource(table, works.get(table), reports.get(table) or TableReport(table))
+        for table in (tables or TABLES)
+    ]

@@ -1,7 +1,7 @@
 """Worker processes: the CLI's tables loaded several at once (runner.load_tables).
 
 Tables are independent (own dlt pipeline, state and lock), so the workers share nothing but the
-landing zone and the store. Each worker loads one table at a time (runner.load_table) and sends
+landing zone and the store. Each worker loads one table at a time (table_load.load_table) and sends
 its progress, its log records and each table's report to the CLI process, which shows them. A
 table that fails, and a worker process that dies (killed, crashed), fail only their own table:
 the others load, and the run's report says what happened.
@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.runner import describe, load_table
+from edxorg_s3_ingest.table_load import TableLoad, describe, load_table
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
@@ -191,19 +191,17 @@ def load_order(
     starts first instead of last (LPT scheduling: with the big tables under way, the small ones
     fill the other workers). By `sizes`, the bytes each table's load reads (the CLI's dev runs
     list every table before loading, runner._unchanged_tables); else by the bytes of each
-    course's current file in the table's dlt state: a table's size is a good guess of what a
-    run of it reads (a re-export is about the size of the file it replaces), and a table never
-    loaded (no state) comes last. Ties keep the requested order."""
+    course's current file in the table's state (in its store): a table's size is a good guess
+    of what a run of it reads (a re-export is about the size of the file it replaces), and a
+    table never loaded (no state) comes last. Ties keep the requested order."""
     if sizes is not None:
         return sorted(tables, key=lambda table: -sizes.get(table, -1))
 
-    from edxorg_s3_ingest.loads import stored_resource_state  # not at import: WORKER_PRELOAD
-
     def size(table: str) -> int:
-        state = stored_resource_state(settings, table)
         try:
-            return sum(int(version[2]) for version in (state or {})["courses"].values())
-        except (LookupError, TypeError, ValueError, AttributeError):
+            state = TableLoad(table, settings).stored().state
+            return sum(int(version[2]) for version in state["courses"].values())
+        except Exception:  # noqa: BLE001 - no state, or none readable: last; its load says why
             return -1
 
     sizes = {table: size(table) for table in tables}

@@ -1,10 +1,13 @@
 """The CLI on the sample landing zone: rows equal a plain reading of the prod files."""
 
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from edxorg_s3_ingest.table_state import LEDGER_COLUMNS
 from edxorg_s3_ingest.tables import TABLES, destination_table
 
 from conftest import SAMPLE, run_cli, run_json
@@ -114,6 +117,28 @@ def test_loaded_packages_keep_no_copy_of_the_data(loaded):
     assert len(packages) >= len(SAMPLE_TABLES)
     assert [path for path in pipelines.glob("*/load/loaded/*/*_jobs/*") if path.is_file()] == []
     assert list(pipelines.glob("*/load/loaded/*/load_package_state.json"))
+
+
+def test_loaded_files_show_where_each_course_comes_from(loaded):
+    """The ledger read from each table's state (with no pipelines dir at all): one current
+    file per course, its rows those the table holds for the course."""
+    data_dir = loaded[0]
+    args = ("--data-dir", str(data_dir), "--pipelines-dir", str(data_dir.parent / "none"))
+    result = run_cli(*args, "--tables", "auth_user,teams", "--loaded-files", "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {row["table"] for row in rows} == {"auth_user", "teams"}
+    for table in ("auth_user", "teams"):
+        current = {row["course_id"]: row for row in rows if row["table"] == table}
+        table_courses = Counter(
+            row["_course_id"] for row in table_rows(data_dir, destination_table(table))
+        )
+        assert {course: row["rows"] for course, row in current.items()} == dict(table_courses)
+        assert all(row["current"] and row["load_id"] for row in current.values())
+        assert all(row["file"].endswith(".tsv") for row in current.values())
+    assert not (data_dir.parent / "none").exists()
+    text = run_cli(*args, "--tables", "teams", "--loaded-files").stdout.splitlines()
+    assert text[0].split("\t") == ["table", *LEDGER_COLUMNS]
+    assert len(text) == 1 + len([row for row in rows if row["table"] == "teams"])
 
 
 def test_list_tables():

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
-from conftest import run_json
+from conftest import run_cli, run_json
 from landing import Export, Landing
 from oracle import canonical, table_rows
 
@@ -30,14 +31,19 @@ C3 = "edX-DemoX-Demo_Course"
 
 
 class Harness:
-    """One table's landing zone, data dir and pipelines dir, and the CLI run over them."""
+    """One table's landing zone, data dir and pipelines dir, and the CLI run over them.
 
-    def __init__(self, root: Path, table: str = TABLE) -> None:
+    `new_pods`: each run gets a new, empty pipelines dir, as each run in Kubernetes is a new pod
+    (the table's state is in its folder under the data dir)."""
+
+    def __init__(self, root: Path, table: str = TABLE, new_pods: bool = False) -> None:
         self.table = table
         self.name = destination_table(table)
         self.landing = Landing(root / "landing", table)
         self.data = root / "data"
-        self.pipelines = root / "pipelines"
+        self.root = root
+        self.runs = 0
+        self.new_pods = new_pods
         self.rejects: list[tuple] = []
         """Expected rejects: (file URL, reason, line), as a multiset."""
         self.modified_when_read: dict[str, int] = {}
@@ -56,16 +62,21 @@ class Harness:
             *extra,
         )
 
+    @property
+    def pipelines(self) -> Path:
+        return self.root / (f"pipelines-{self.runs}" if self.new_pods else "pipelines")
+
     def run(self, *extra: str, env: dict | None = None) -> dict:
+        self.runs += 1
         report = run_json(*self.args(*extra), env={**FAST, **(env or {})})
         assert report["ok"] is True, report
         return report["tables"][self.table]
 
     def snapshot(self) -> dict[str, int]:
-        """Every file of the data dir and when it was last written."""
+        """Every Parquet file of the data dir (the tables) and when it was last written."""
         return {
             str(path): path.stat().st_mtime_ns
-            for path in sorted(self.data.rglob("*"))
+            for path in sorted(self.data.rglob("*.parquet"))
             if path.is_file()
         }
 
@@ -113,8 +124,8 @@ class Harness:
         return actual
 
     def resource_state(self) -> dict:
-        state = json.loads((self.pipelines / f"edxorg_s3__{self.table}" / "state.json").read_text())
-        return state["sources"]["edxorg_s3"]["resources"][self.table]
+        """The table's state, as its folder holds it (parquet_state.py)."""
+        return json.loads((self.data / self.name / ".state.json").read_text())["state"]
 
 
 def counts(report: dict) -> tuple[int, int, int, int]:
@@ -130,8 +141,9 @@ def paths(rows: list[dict], course: str) -> set[str]:
     return {row["_dlt_file_path"] for row in rows if row["_course_id"] == course}
 
 
-def test_each_course_holds_exactly_its_newest_export(tmp_path):
-    h = Harness(tmp_path)
+@pytest.mark.parametrize("new_pods", [False, True], ids=["one working area", "new pods"])
+def test_each_course_holds_exactly_its_newest_export(tmp_path, new_pods):
+    h = Harness(tmp_path, new_pods=new_pods)
     land = h.landing
 
     # 1. First load: three courses; a duplicate record, a ragged line; edge files never read.
@@ -233,13 +245,41 @@ def test_each_course_holds_exactly_its_newest_export(tmp_path):
     assert len({row["_dlt_load_id"] for row in rows}) == 1
     assert h.run()["files_loaded"] == 0
 
-    # 11. The documented state reset (deleting the pipeline folder) also rebuilds, in place:
-    # each course replaced once, no row or reject twice.
-    shutil.rmtree(h.pipelines / f"edxorg_s3__{TABLE}")
+    # 11. The pipelines dir is a working area: without it, nothing is read again (the state
+    # is the table's). Without the table's state, each course is replaced once, in place: no
+    # row or reject twice.
+    shutil.rmtree(h.pipelines, ignore_errors=True)
+    assert h.run()["files_loaded"] == 0
+    (h.data / h.name / ".state.json").unlink()
     report = h.run()
     assert counts(report) == (3, 3, 4, 1)
     h.check()
     assert h.run()["files_loaded"] == 0
+
+
+def test_damaged_local_files_are_rebuilt_and_a_damaged_state_names_its_fix(tmp_path):
+    """Every JSON file of the working area truncated: the next run does not notice (it empties
+    the area). The table's own state truncated: the table fails with an error naming the file
+    and the command that fixes it, and that command does."""
+    h = Harness(tmp_path)
+    h.landing.export(C1, COLUMNS, [["1", "a", "3"]], T)
+    h.run()
+    damaged = list(h.pipelines.rglob("*.json"))
+    assert damaged
+    for path in damaged:
+        path.write_text(path.read_text()[:20])
+    h.landing.export(C2, COLUMNS, [["2", "b", "4"]], T)
+    assert counts(h.run()) == (1, 1, 1, 0)
+    h.check()
+    state = h.data / h.name / ".state.json"
+    state.write_text(state.read_text()[:100])
+    result = run_cli(*h.args("--json"), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = json.loads(result.stdout)["tables"][TABLE]["error"]
+    assert str(state) in error and f"edxorg-s3-ingest --tables {TABLE} --full-refresh" in error
+    assert counts(h.run("--full-refresh")) == (2, 2, 2, 0)
+    h.check()
+    assert h.run()["status"] == "unchanged"
 
 
 def test_course_gone_from_the_landing_zone_stays_until_full_refresh(tmp_path):

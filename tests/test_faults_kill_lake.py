@@ -11,11 +11,15 @@ points at it, after Glue points at it).
 Two chains run side by side on one moto server, `teams` in qa and `auth_user` in production:
 each case changes the table's landing zone (a re-export with a ragged line, a new course, now
 and then a header-only export), runs the CLI to be killed at its point, runs it again, and
-checks the lake against the oracle before the next case.
+checks the lake against the oracle before the next case. The qa chain deletes the local
+working area (the pipelines dir) after each kill, as a new pod starts with none; the
+production chain keeps it. The state checked is the lake's (table_state.py).
 """
 
+import gzip
 import inspect
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -63,17 +67,18 @@ LAKE_POINTS = [
     ("iceberg.rejects_before_commit", 1),
     ("test.glue.update.before", 2),
     ("iceberg.rejects_committed", 1),
-    ("complete.before_done", 1),
-    ("complete.after_done", 1),
+    ("complete.rejects", 1),
+    ("iceberg.state_written", 1),
+    ("complete.committed", 1),
     ("test.package_completed", 1),
 ]
-# The CI-sized run: inside the Iceberg transaction, inside the Glue commit, between the rows'
-# and the rejects' commits, and after the state was committed with a re-read pending.
+# The CI-sized run: inside the Iceberg transaction, inside the Glue commit, between the
+# rejects' and the table's commits, and after the table's commit.
 CI_POINTS = [
     ("iceberg.manifests_written", 1),
-    ("test.glue.update.before", 1),
+    ("test.glue.update.before", 2),
+    ("complete.rejects", 1),
     ("iceberg.committed", 1),
-    ("test.commit_packages.after", 1),
 ]
 
 
@@ -117,7 +122,14 @@ def pytest_generate_tests(metafunc):
 class Chain:
     """One table's loads in one environment, each killed at a point and run again."""
 
-    def __init__(self, moto, environment: str, table: str, pipelines) -> None:  # noqa: F811
+    def __init__(
+        self,
+        moto,  # noqa: F811 - the fixture's value
+        environment: str,
+        table: str,
+        pipelines,
+        fresh_pod: bool = False,
+    ) -> None:
         self.moto = moto
         self.s3 = moto.client("s3")
         self.environment = environment
@@ -128,6 +140,8 @@ class Chain:
         self.rejects: list[tuple] = []
         """Expected rejects: (file URL, line), one per ragged line of every file read."""
         self.step = 0
+        self.fresh_pod = fresh_pod
+        """Whether the run after a kill starts without the killed run's pipelines dir."""
 
     def args(self) -> list[str]:
         return ["--tables", self.table, "--bucket-url", BUCKET_URL]
@@ -152,6 +166,8 @@ class Chain:
             f"{point}:{n} was not reached (exit {result.returncode}):\n"
             f"{result.stderr[-3000:]}\n{result.stdout[-2000:]}"
         )
+        if self.fresh_pod:
+            shutil.rmtree(self.pipelines)
 
     def header(self) -> list[str]:
         content = next(iter(self._current().values()))
@@ -205,8 +221,7 @@ class Chain:
         expected = expected_rows(self.s3, self.table)
         columns = {column for row in expected for column in row}
         rejects = catalog.load_table((self.database, REJECTS_TABLE)).scan().to_arrow()
-        state = json.loads((self.pipelines / f"edxorg_s3__{self.table}" / "state.json").read_text())
-        resource = state["sources"]["edxorg_s3"]["resources"][self.table]
+        resource = lake_state(catalog, self.database, name)
         return {
             "rows": canonical(rows, keep=columns),
             "expected_rows": canonical(expected, keep=columns),
@@ -237,6 +252,14 @@ class Chain:
         }
 
 
+def lake_state(catalog, database: str, name: str) -> dict:
+    """The table's state, as its current snapshot points to it (iceberg_store.py)."""
+    table = catalog.load_table((database, name))
+    location = table.current_snapshot().summary["edxorg-s3-ingest.state"]
+    with table.io.new_input(location).open() as stream:
+        return json.loads(gzip.decompress(stream.read()))
+
+
 @pytest.fixture(scope="module")
 def outcomes(moto, tmp_path_factory, request):  # noqa: F811
     """Every selected point's case, in two chains at once (qa and production)."""
@@ -248,7 +271,13 @@ def outcomes(moto, tmp_path_factory, request):  # noqa: F811
         if getattr(item, "originalname", None) == "test_killed_lake_load_is_finished_by_the_next"
     ]
     chains = [
-        Chain(moto, environment, table, tmp_path_factory.mktemp(f"pipelines-{environment}"))
+        Chain(
+            moto,
+            environment,
+            table,
+            tmp_path_factory.mktemp(f"pipelines-{environment}"),
+            fresh_pod=environment == "qa",
+        )
         for environment, table in CHAINS.items()
     ]
 
@@ -284,9 +313,10 @@ def test_killed_lake_load_is_finished_by_the_next(outcomes, point, n, request):
         request,
         "Kills (qa/production, Iceberg + Glue on moto)",
         "SIGKILL of the CLI at a kill point (Iceberg data file / manifests / commit, Glue "
-        "metadata update, dlt steps), then a plain re-run",
+        "metadata update, state object, dlt steps), then a plain re-run, with the killed "
+        "run's pipelines dir (production) or without it, as in a new pod (qa)",
         1,
-        "Iceberg table, rejects (each once) and state exact",
+        "Iceberg table, rejects (each once) and the lake's state exact",
     )
 
 
@@ -374,17 +404,13 @@ def test_rejects_of_a_file_read_again_are_replaced_not_doubled(
     )
 
 
-def test_state_reset_reads_files_again_without_doubling_rejects(
+def test_full_refresh_reads_files_again_without_doubling_rejects(
     moto,  # noqa: F811
     tmp_path,
     request,
 ):
-    """The documented reset (deleting the pipeline folder) in qa: every newest file is read
-    again; the table and the rejects are unchanged. Full run only: in CI, the kill point
-    `test.commit_packages.after` reads a file again after a commit, and the store test above
-    covers the replacement."""
-    if not scaled(request.config, 0, 1):
-        pytest.skip("full run only (-m faults)")
+    """A new pod (an empty pipelines dir) reads nothing again; `--full-refresh` reads every
+    newest file again: the table and the rejects are unchanged."""
     s3 = moto.fresh()
     upload_sample(s3, ["teams"])
     upload(s3, "teams", "MITx-1.00x-2026_Spring", b"id\tname\n1\ta\n2\n3\tc\n")
@@ -394,18 +420,19 @@ def test_state_reset_reads_files_again_without_doubling_rejects(
     ]
     chain.run()
     first = chain.capture()
-    import shutil
-
-    shutil.rmtree(tmp_path / "pipelines" / "edxorg_s3__teams")
-    report = chain.run()
-    assert report["files_loaded"] == 3
+    shutil.rmtree(tmp_path / "pipelines")
+    assert chain.run()["files_loaded"] == 0
+    result = run_loads(chain.env, *chain.args(), "--full-refresh", "--pipelines-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert report_of(result)["tables"]["teams"]["files_loaded"] == 3
     second = chain.capture()
     assert second["rows"] == second["expected_rows"] == first["rows"]
     assert second["rejects"] == first["rejects"] == second["expected_rejects"]
+    assert second["state"] == first["state"] == second["expected_state"]
     record(
         request,
         "Rejects deduplication (Iceberg)",
-        "state reset (pipeline folder deleted): every newest file read again",
+        "a new pod's run (nothing read), then --full-refresh: every newest file read again",
         1,
-        "table and rejects unchanged (no reject twice)",
+        "table, rejects (no reject twice) and state unchanged",
     )

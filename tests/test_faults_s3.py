@@ -117,8 +117,8 @@ class Dev:
             for path in sorted(folder.rglob("*"))
             if path.is_file()
         }
-        state = json.loads((self.pipelines / f"edxorg_s3__{table}" / "state.json").read_text())
-        return files, state["sources"]["edxorg_s3"]["resources"][table]
+        state = json.loads((folder / ".state.json").read_text())
+        return files, state
 
 
 def keys(s3, table: str) -> list[str]:
@@ -345,7 +345,7 @@ def test_listing_that_changes_during_the_run(lake, proxy, tmp_path, request):
     report = dev.run(TABLES)
     assert report["ok"], report
     assert f"s3://{LANDING_BUCKET}/{vanishing} was listed but is gone" in report["stderr"]
-    assert "reading the table again" in report["stderr"]
+    assert "planning the table again" in report["stderr"]
     dev.assert_exact("teams")
     # auth_user holds the export listed, not the one that arrived after the listing.
     rows = table_rows(dev.data, destination_table("auth_user"))

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.types import LongType, StringType, TimestamptzType
 
+from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
 from moto_server import (
@@ -147,18 +148,18 @@ def older_looking_export(table: str, course: str, than_key: str, content: bytes)
 @pytest.fixture(scope="module")
 def history(moto, tmp_path_factory):  # noqa: F811
     """Six runs of the CLI in qa: initial load, re-exports (one header-only), a late older
-    file, a new column, a no-op run, and a full refresh."""
+    file, a new column, a no-op run, and a full refresh; each, as in a new Kubernetes pod,
+    with a new, empty pipelines dir (the state is the lake's)."""
     moto.reset()
     s3, glue, catalog = moto.client("s3"), moto.client("glue"), moto.catalog()
     for bucket in (LANDING_BUCKET, *LAKE_BUCKETS):
         s3.create_bucket(Bucket=bucket)
-    pipelines = tmp_path_factory.mktemp("pipelines")
     env = moto.env(DAGSTER_ENVIRONMENT="qa")
     args = ("--tables", ",".join(TABLES), "--bucket-url", BUCKET_URL)
-    args += ("--pipelines-dir", str(pipelines))
 
     def run(*extra: str) -> Step:
-        result = run_loads(env, *args, *extra)
+        pipelines = tmp_path_factory.mktemp("pipelines")
+        result = run_loads(env, *args, "--pipelines-dir", str(pipelines), *extra)
         report = report_of(result)
         assert result.returncode == 0, result.stderr + result.stdout
         metadata = glue_tables(glue, QA_DATABASE)
@@ -277,7 +278,9 @@ def test_re_export_replaces_the_course_in_one_snapshot(history):
     for table in TABLES:
         name = destination_table(table)
         assert len(after.new_snapshots(before, name)) == 1
-        assert after.report["tables"][table]["courses_replaced"] == 1
+        report = after.report["tables"][table]
+        # Only the new file is read, though this run's pipelines dir is new and empty.
+        assert (report["courses_replaced"], report["files_loaded"]) == (1, 1)
     demo = [r for r in after.rows[destination_table("auth_user")] if r["_course_id"] == DEMO]
     assert len(demo) == 3 and any(r["username"] == "STAFF" for r in demo)
     # The header-only re-export empties its course and leaves the others alone.
@@ -287,11 +290,17 @@ def test_re_export_replaces_the_course_in_one_snapshot(history):
 
 
 def test_late_older_file_changes_nothing(history):
+    """No row changes; the table's state records the late file's version (in a snapshot that
+    adds and deletes no data), so that the next run does not ask again."""
     before, after = history["re-export"], history["late"]
-    assert after.snapshots == before.snapshots
-    assert after.metadata == before.metadata
+    name = destination_table("auth_user")
+    assert canonical(after.rows[name]) == canonical(before.rows[name])
+    assert len(after.new_snapshots(before, name)) == 1
+    others = {table: ids for table, ids in after.snapshots.items() if table != name}
+    assert others == {table: ids for table, ids in before.snapshots.items() if table != name}
     report = after.report["tables"]["auth_user"]
     assert report["status"] == "unchanged" and report["files_loaded"] == 0
+    assert history["new column"].new_snapshots(after, name) == []
 
 
 def test_new_column_evolves_the_schema(history):
@@ -317,8 +326,8 @@ def test_full_refresh_rebuilds_the_tables_in_place(history):
     assert set(after.metadata) == set(before.metadata)  # same Glue tables, same locations
     for table in TABLES:
         name = destination_table(table)
-        # The drop, then the reload: the table's history is kept.
-        assert len(after.new_snapshots(before, name)) == 2
+        # One snapshot, the old files out and the new in: the table's history is kept.
+        assert len(after.new_snapshots(before, name)) == 1
         assert set(before.snapshots[name]) < set(after.snapshots[name])
     # Every course with a prod export, the emptied (header-only) one included.
     courses = {
@@ -327,6 +336,30 @@ def test_full_refresh_rebuilds_the_tables_in_place(history):
     assert courses == {"auth_user": 2, "teams": 3}
     # The rejected line's file is no longer the newest of its course: its reject is gone.
     assert after.rows[REJECTS_TABLE] == []
+
+
+def test_checks_and_sensor_answer_from_a_pod_that_never_loaded(
+    history,
+    moto,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """The reconciliation check and the landing-zone sensor in a process whose pipelines dir is
+    empty (the code-server pod, a checks-only run): both read the state from the lake."""
+    from edxorg_s3_ingest.automation import reconciliation_result
+    from edxorg_s3_ingest.sensor import has_new_prod_files
+
+    use_in_this_process(moto.env(DAGSTER_ENVIRONMENT="qa"), monkeypatch)
+    settings = Settings.resolve(BUCKET_URL, pipelines_dir=tmp_path / "empty")
+    for table in TABLES:
+        rows = len(history["full refresh"].rows[destination_table(table)])
+        check = reconciliation_result(settings, table, dg.AssetKey(["edxorg", "tables", table]))
+        assert check.passed, table
+        assert check.metadata["rows_in_newest_files"].value == rows > 0
+        assert not has_new_prod_files(settings, table)
+    upload(moto.client("s3"), "teams", "MITx-9.99x-2026_Fall", b"id\tname\n1\ta\n")
+    assert has_new_prod_files(settings, "teams")
+    assert not (tmp_path / "empty").exists()
 
 
 # -- production, Dagster, and the store's own guarantees ----------------------------------------
@@ -431,18 +464,31 @@ def staged_file(path, course: str, load_id: str, values: list[str]):
     return path
 
 
-def test_store_writes_are_idempotent_per_load(aws_env, tmp_path):
+def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env, tmp_path):
+    """A commit carries its state (read back from the current snapshot); one planned from a
+    snapshot that is no longer current is refused, naming the table, and changes nothing; the
+    same load committed twice changes nothing; a rebuild replaces every row in one snapshot."""
     from edxorg_s3_ingest.iceberg_store import IcebergStore
+    from edxorg_s3_ingest.table_state import StateMovedError
 
     store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     name = destination_table("teams")
+    assert store.read_state(name).version is None
     courses = {"c1": {"columns": ["name"]}, "c2": {"columns": ["name"]}}
     first = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a", "b"])]
     first.append(staged_file(tmp_path / "2.parquet", "c2", "L1", ["c"]))
-    for _ in range(2):  # completing the same load again (after a crash) changes nothing
-        store.replace_courses(name, "L1", first, courses)
+    for _ in range(2):  # the same load again (its snapshot is the table's): nothing changes
+        store.commit(name, "L1", first, courses, {"rows": {"c1": 2, "c2": 1}}, None)
     table = aws_env.catalog().load_table((QA_DATABASE, name))
     assert len(table.snapshots()) == 1 and store.row_count(name) == 3
+    stored = store.read_state(name)
+    assert stored.state == {"rows": {"c1": 2, "c2": 1}}
+    assert stored.version == table.current_snapshot().snapshot_id
+
+    late = [staged_file(tmp_path / "x.parquet", "c1", "L9", ["late"])]
+    with pytest.raises(StateMovedError, match=name):
+        store.commit(name, "L9", late, {"c1": {"columns": ["name"]}}, {"rows": {}}, None)
+    assert store.row_count(name) == 3 and store.read_state(name).state["rows"]["c1"] == 2
 
     rejects = [tmp_path / "r.parquet"]
     pq.write_table(pa.table({"table": ["teams"], "reason": ["ragged_line"]}), rejects[0])
@@ -450,17 +496,13 @@ def test_store_writes_are_idempotent_per_load(aws_env, tmp_path):
         store.append_rejects("teams", "L1", rejects)
     assert store.row_count(REJECTS_TABLE) == 1
 
-    # A full refresh (drop, then load L2) completed twice: the second drop empties the table,
-    # and L2 is loaded again rather than taken as done.
     second = [staged_file(tmp_path / "3.parquet", "c1", "L2", ["z"])]
-    for _ in range(2):
-        store.drop(name)
-        store.replace_courses(name, "L2", second, {"c1": {"columns": ["name"]}})
-        store.drop_rejects("teams")
-        store.append_rejects("teams", "L2", rejects)
+    base = store.read_state(name).version
+    store.commit(name, "L2", second, {"c1": {"columns": ["name"]}}, {"rows": {"c1": 1}}, base, True)
     rows = table_rows(aws_env.catalog(), QA_DATABASE, name)
     assert [(row["_course_id"], row["name"]) for row in rows] == [("c1", "z")]
-    assert store.row_count(REJECTS_TABLE) == 1
+    assert len(aws_env.catalog().load_table((QA_DATABASE, name)).snapshots()) == 2
+    assert store.read_state(name).state == {"rows": {"c1": 1}}
 
 
 def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, monkeypatch):
@@ -473,7 +515,7 @@ def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, 
         for n in range(4)
     ]
     name = destination_table("teams")
-    store.replace_courses(name, "L1", staged, {"c1": {"columns": ["name"]}})
+    store.commit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None)
     table = aws_env.catalog().load_table((QA_DATABASE, name))
     assert len(table.snapshots()) == 1
     assert len(table.inspect.files()) == 4 and store.row_count(name) == 12
@@ -493,4 +535,4 @@ def test_glue_table_elsewhere_is_a_clear_error(aws_env, tmp_path):
     store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     staged = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a"])]
     with pytest.raises(LakeError, match="points to s3://ol-data-lake-raw-qa/elsewhere/teams"):
-        store.replace_courses(name, "L1", staged, {"c1": {"columns": ["name"]}})
+        store.commit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None)

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from edxorg_s3_ingest import parquet_store
-from edxorg_s3_ingest.consolidation import single_course
+from edxorg_s3_ingest.lineage import single_course
+from edxorg_s3_ingest.parquet_state import JOURNAL, LOCK, STATE, locked
 from edxorg_s3_ingest.parquet_store import (
     PACK_COURSES,
     PARTIAL,
@@ -21,6 +22,7 @@ from edxorg_s3_ingest.parquet_store import (
     ParquetStore,
     course_folder,
 )
+from edxorg_s3_ingest.table_state import StateMovedError
 
 from reliability import record
 
@@ -58,10 +60,19 @@ def manifest(*courses: str) -> dict:
     return {course: {"columns": ["id"]} for course in courses}
 
 
+def commit(store: ParquetStore, load_id: str, paths: list[Path], courses: dict) -> None:
+    """A load's commit as a run makes it: over the version it read, its courses' rows in the
+    state."""
+    base = store.read_state(TABLE).version
+    state = {"rows": dict.fromkeys(courses, 1), "loads": dict.fromkeys(courses, load_id)}
+    store.commit(TABLE, load_id, paths, courses, state, base)
+
+
 def table_files(store: ParquetStore) -> list[str]:
-    """Every file of the table folder, by its path in it."""
+    """Every file of the table folder but its state and lock, by its path in it."""
     root = store.data_dir / TABLE
-    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+    found = (str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+    return sorted(name for name in found if name not in (STATE, LOCK))
 
 
 def table(store: ParquetStore) -> list[dict]:
@@ -80,7 +91,7 @@ def test_one_course_file_is_published_as_it_is(tmp_path):
     path = staged(tmp_path, "own.parquet", rows(("A", 10)))
     assert single_course(path) == "A"
     store = ParquetStore(tmp_path / "data")
-    store.replace_courses(TABLE, "1.5", [path], manifest("A"))
+    commit(store, "1.5", [path], manifest("A"))
     assert table_files(store) == [f"{course_folder('A')}/1.5.0.parquet"]
     part = store.data_dir / TABLE / course_folder("A") / "1.5.0.parquet"
     assert os.stat(part).st_ino == os.stat(path).st_ino  # a link: the same bytes, no copy
@@ -91,7 +102,7 @@ def test_many_courses_file_is_published_as_it_is_as_a_pack(tmp_path):
     second = staged(tmp_path, "b.parquet", rows(("D", 2), ("E", 1)))
     assert single_course(first) is None
     store = ParquetStore(tmp_path / "data")
-    store.replace_courses(TABLE, "1.5", [first, second], manifest(*"ABCDE"))
+    commit(store, "1.5", [first, second], manifest(*"ABCDE"))
     assert table_files(store) == ["1.5.0.parquet", "1.5.1.parquet"]
     assert os.stat(store.data_dir / TABLE / "1.5.0.parquet").st_ino == os.stat(first).st_ino
     assert table(store) == sorted_rows(pq.read_table(first), pq.read_table(second))
@@ -104,10 +115,10 @@ def test_a_re_export_rewrites_the_pack_without_its_course(tmp_path):
     abc = rows(("A", 3), ("B", 6), ("C", 2))
     de = rows(("D", 2), ("E", 1))
     first = [staged(tmp_path / "1", "a.parquet", abc), staged(tmp_path / "1", "b.parquet", de)]
-    store.replace_courses(TABLE, "1.5", first, manifest(*"ABCDE"))
+    commit(store, "1.5", first, manifest(*"ABCDE"))
     untouched = os.stat(store.data_dir / TABLE / "1.5.1.parquet").st_mtime_ns
     c = rows(("C", 4), load_id="2.5", tag="new")
-    store.replace_courses(TABLE, "2.5", [staged(tmp_path / "2", "c.parquet", c)], manifest("C"))
+    commit(store, "2.5", [staged(tmp_path / "2", "c.parquet", c)], manifest("C"))
     files = table_files(store)
     (rewritten,) = [name for name in files if name.startswith("2.5.r")]
     # One course's staged file: its folder, as a large export's.
@@ -123,12 +134,10 @@ def test_a_re_export_rewrites_the_pack_without_its_course(tmp_path):
     assert store.row_count(TABLE) == 3 + 6 + 2 + 1 + 4
     # A course of a large export moves from a pack to its folder, and back into a pack.
     big = rows(("A", 5), load_id="3.5", tag="big")
-    store.replace_courses(TABLE, "3.5", [staged(tmp_path / "3", "a.parquet", big)], manifest("A"))
+    commit(store, "3.5", [staged(tmp_path / "3", "a.parquet", big)], manifest("A"))
     assert (store.data_dir / TABLE / course_folder("A")).is_dir()
     small = rows(("A", 1), ("B", 1), load_id="4.5", tag="small")
-    store.replace_courses(
-        TABLE, "4.5", [staged(tmp_path / "4", "ab.parquet", small)], manifest("A", "B")
-    )
+    commit(store, "4.5", [staged(tmp_path / "4", "ab.parquet", small)], manifest("A", "B"))
     assert not (store.data_dir / TABLE / course_folder("A")).exists()
     assert table(store) == sorted_rows(small, c, de)
 
@@ -136,8 +145,8 @@ def test_a_re_export_rewrites_the_pack_without_its_course(tmp_path):
 def test_a_header_only_export_empties_its_course_and_keeps_its_columns(tmp_path):
     store = ParquetStore(tmp_path / "data")
     ab = staged(tmp_path / "1", "ab.parquet", rows(("A", 2), ("B", 2)))
-    store.replace_courses(TABLE, "1.5", [ab], manifest("A", "B"))
-    store.replace_courses(TABLE, "2.5", [], {"B": {"columns": ["id", "mascot"]}})
+    commit(store, "1.5", [ab], manifest("A", "B"))
+    commit(store, "2.5", [], {"B": {"columns": ["id", "mascot"]}})
     assert table(store) == sorted_rows(rows(("A", 2)).append_column("mascot", pa.nulls(2)))
     assert (
         "mascot"
@@ -159,7 +168,7 @@ def load_three_times(tmp_path: Path, store: ParquetStore) -> list[dict]:
     ]
     for load_id, tables, courses in loads:
         paths = [staged(tmp_path / load_id, f"{n}.parquet", t) for n, t in enumerate(tables)]
-        store.replace_courses(TABLE, load_id, paths, manifest(*courses))
+        commit(store, load_id, paths, manifest(*courses))
     return table(store)
 
 
@@ -180,14 +189,21 @@ class KillOnce:
 
 
 class DoneAgainWhenKilled(ParquetStore):
-    """A store whose replacement, when stopped, is done again from the start (as the next run
-    completes the load package the killed one left)."""
+    """A store whose commit, when stopped, is followed by what the next run does: if the
+    killed commit did not count (the table is at the version it planned from), the same rows
+    are committed again by a new load; if it did, the next commit finishes it (here: its
+    recovery alone)."""
 
-    def replace_courses(self, *args) -> None:
+    def commit(self, table_name, load_id, staged, courses, state, base, full_refresh=False):
         try:
-            super().replace_courses(*args)
+            super().commit(table_name, load_id, staged, courses, state, base, full_refresh)
         except Killed:
-            super().replace_courses(*args)
+            if self.read_state(table_name).version == load_id:
+                with locked(self.data_dir / table_name):
+                    self._recover(self.data_dir / table_name)
+            else:
+                again = f"{load_id}1"  # a new load of the next run
+                super().commit(table_name, again, staged, courses, state, base, full_refresh)
 
 
 @pytest.mark.faults
@@ -199,21 +215,32 @@ def test_a_replacement_killed_at_any_step_and_repeated_is_exact(tmp_path, monkey
     hits: list[str] = []
     monkeypatch.setattr(parquet_store, "crashpoint", hits.append)
     load_three_times(tmp_path / "count", ParquetStore(tmp_path / "count" / "data"))
-    assert {"store.linked", "store.rest_written", "store.published", "store.deleted"} <= set(hits)
+    assert {
+        "store.journaled",
+        "store.linked",
+        "store.rest_written",
+        "store.published",
+        "store.before_delete",
+        "store.deleted",
+        "store.state_saved",
+    } <= set(hits)
     for stop_at, point in enumerate(hits):
         monkeypatch.setattr(parquet_store, "crashpoint", KillOnce(stop_at))
         root = tmp_path / f"kill-{stop_at}"
         store = DoneAgainWhenKilled(root / "data")
         assert load_three_times(root, store) == expected, point
         assert not [name for name in table_files(store) if name.endswith(PARTIAL)], point
+        assert JOURNAL not in table_files(store), point
+        assert store.read_state(TABLE).state["loads"]["A"].startswith("3.5"), point
     record(
         request,
         "Kills (dev, Parquet)",
-        "the store's course replacement stopped at each step it reaches in three loads (packs, "
-        "a course's own file, packs rewritten without re-exported courses), then done again",
+        "the store's commit stopped at each step it reaches in three loads (packs, a course's "
+        "own file, packs rewritten without re-exported courses, its state), then undone and "
+        "loaded again, or finished, by the next commit from the table folder alone",
         len(hits),
-        "table exact (every row once, other courses' rows and load ids as they were); "
-        "nothing partial left",
+        "table exact (every row once, other courses' rows and load ids as they were), its "
+        "state that of the last load; nothing partial left",
     )
 
 
@@ -229,7 +256,7 @@ def test_no_course_folder_can_be_taken_for_a_pack(course):
 def test_row_count_reads_each_footer_once(tmp_path, monkeypatch):
     path = staged(tmp_path, "shared.parquet", rows(("A", 3), ("B", 4)))
     store = ParquetStore(tmp_path / "data")
-    store.replace_courses(TABLE, "1.5", [path], manifest("A", "B"))
+    commit(store, "1.5", [path], manifest("A", "B"))
     assert store.row_count(TABLE) == 7
     assert (store.data_dir / TABLE / ROW_COUNTS).is_file()
     reads = []
@@ -245,3 +272,36 @@ def test_row_count_reads_each_footer_once(tmp_path, monkeypatch):
     assert store.row_count(TABLE) == 10 + 1
     assert sorted(Path(p).name for p in reads) == ["1.5.0.parquet", "stray.parquet"]
     assert store.row_count("raw__edxorg__s3__tables__none") == 0
+
+
+def test_a_commit_over_a_version_that_moved_on_changes_nothing(tmp_path):
+    """Two runs planned from the same version: the first commits, the second is refused
+    (StateMovedError naming the table) and the table and its state stay the first's."""
+    store = ParquetStore(tmp_path / "data")
+    commit(store, "1.5", [staged(tmp_path / "1", "a.parquet", rows(("A", 2)))], manifest("A"))
+    base = store.read_state(TABLE).version
+    first = staged(tmp_path / "2", "a.parquet", rows(("A", 3), load_id="2.5"))
+    store.commit(TABLE, "2.5", [first], manifest("A"), {"rows": {"A": 3}}, base)
+    second = staged(tmp_path / "3", "a.parquet", rows(("A", 4), load_id="3.5"))
+    with pytest.raises(StateMovedError, match=TABLE):
+        store.commit(TABLE, "3.5", [second], manifest("A"), {"rows": {"A": 4}}, base)
+    assert table(store) == sorted_rows(rows(("A", 3), load_id="2.5"))
+    assert store.read_state(TABLE).state == {"rows": {"A": 3}}
+    assert store.read_state(TABLE).version == "2.5"
+
+
+def test_a_full_refresh_replaces_every_file_and_recovers_a_damaged_state(tmp_path):
+    store = ParquetStore(tmp_path / "data")
+    commit(
+        store,
+        "1.5",
+        [staged(tmp_path / "1", "ab.parquet", rows(("A", 2), ("B", 1)))],
+        manifest("A", "B"),
+    )
+    (store.data_dir / TABLE / STATE).write_text('{"load_id": "1.5", "sta')
+    with pytest.raises(Exception, match="--full-refresh"):
+        store.read_state(TABLE)
+    fresh = staged(tmp_path / "2", "c.parquet", rows(("C", 2), load_id="2.5"))
+    store.commit(TABLE, "2.5", [fresh], manifest("C"), {"rows": {"C": 2}}, "damaged", True)
+    assert table(store) == sorted_rows(rows(("C", 2), load_id="2.5"))
+    assert store.read_state(TABLE).state == {"rows": {"C": 2}}

@@ -80,9 +80,10 @@ def test_requests_follow_new_prod_files_and_failed_loads(landing, defs):
         assert load_table("teams", settings).status == "loaded"
         assert requested_tables(defs, instance) == []
 
-        # A load package a killed run left (what loads.has_pending_work finds): asked again.
-        pending = settings.pipelines_dir / "edxorg_s3__auth_user" / "load" / "normalized" / "1.5"
-        pending.mkdir(parents=True)
-        assert requested_tables(defs, instance) == ["auth_user"]
-        pending.rmdir()
+        # The state is the tables' (in their store): a code server whose pipelines dir is empty,
+        # never having run a load, asks the same.
+        shutil.rmtree(settings.pipelines_dir)
         assert requested_tables(defs, instance) == []
+        add_file(landing, "auth_user", "prod", "MITx-new-course", "id\n1\n")
+        assert requested_tables(defs, instance) == ["auth_user"]
+        assert not settings.pipelines_dir.exists()

@@ -1,0 +1,23 @@
+"""What one run of one table does, decided before dlt runs (SPEC §7): the table's listing, the
+state its store holds, and the plan made from both (incremental.py)."""
+
+from dataclasses import dataclass
+
+from edxorg_s3_ingest.incremental import Plan
+from edxorg_s3_ingest.landing import Listing
+from edxorg_s3_ingest.table_state import StoredState
+
+
+@dataclass
+class Work:
+    listing: Listing
+    stored: StoredState
+    """The state the plan starts from, and the version the commit must still find."""
+    plan: Plan
+    state: dict
+    """The state after this run: the plan's, then the rows the source read (source.py)."""
+    full_refresh: bool = False
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not (self.full_refresh or self.stored.interrupted) and self.plan.changes_nothing
