@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edxorg_s3_ingest.tables import TABLES
+
 from conftest import REPO
 from servers import free_port, running_server
 
@@ -123,7 +125,7 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
         assert "successful" in answers[-1].stdout.lower(), answers[-1].stdout
 
         # SERVING alone would also be true of a server whose code failed to load: the asset job
-        # of the 44 tables is there, loaded in the production environment.
+        # of the 44 tables, one op each, is there, loaded in the production environment.
         jobs = subprocess.run(
             [str(VENV_BIN / "dagster"), "job", "list", "--grpc-host", "127.0.0.1"]
             + ["--grpc-port", str(port)],
@@ -135,7 +137,8 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
         )
         assert jobs.returncode == 0, jobs.stderr + server.log_tail()
         assert "__ASSET_JOB" in jobs.stdout
-        assert "dlt_assets_edxorg_s3" in jobs.stdout
+        ops = {line.strip() for line in jobs.stdout.splitlines() if line.startswith("    ")}
+        assert ops == {f"edxorg_s3__{table}" for table in TABLES}
 
 
 def test_helm_values_serve_the_dockerfile_command():
