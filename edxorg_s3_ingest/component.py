@@ -1,25 +1,40 @@
-"""The Dagster side: a `DltLoadCollectionComponent` whose assets run one pipeline per table.
+"""The Dagster side: one op, and so one step, per table, each running its table's own pipeline.
 
-The stock component runs the load's one pipeline; here each table has its own pipeline and state
-(loads.py), so `execute` runs the selected tables through the same runner as the CLI and reports
-SPEC §6's figures as materialization metadata.
+The stock `DltLoadCollectionComponent` makes one op of a load's resources and runs its one
+pipeline; here each table has its own pipeline (loads.py) and state (table_state.py), so each
+table gets an op of its own: tables of a run load side by side under the executor, share the
+concurrency pool one slot per table, and fail alone. A step loads its table as the CLI does
+(table_load.py), reports SPEC §6's figures as materialization metadata, then evaluates the
+table's checks.
 """
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import dagster as dg
-from dagster_dlt import DltLoadCollectionComponent, dlt_assets
-from dagster_dlt.components.dlt_load_collection.component import DltComponentTranslator
+from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
+from dagster_dlt import DltLoadCollectionComponent
+from dagster_dlt.components.dlt_load_collection.component import (
+    DltComponentTranslator,
+    _load_object_from_python_path,
+)
 from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.extract.source import DltSource
 
-from edxorg_s3_ingest.automation import automation_sensor, table_checks, upstream_exports_landed
+from edxorg_s3_ingest.automation import (
+    automation_sensor,
+    latest_rows_rejected,
+    reconciliation_result,
+    rejected_rows_result,
+    table_check_specs,
+    upstream_exports_landed,
+)
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.runner import load_table
 from edxorg_s3_ingest.sensor import landing_zone_sensor
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.tables import destination_table, known_columns
+from edxorg_s3_ingest.table_load import load_table, pipeline_name
+from edxorg_s3_ingest.tables import TABLES, destination_table, known_columns
 
 STORAGE_KIND = {"dev": "parquet", "qa": "iceberg", "production": "iceberg"}
 
@@ -64,39 +79,77 @@ def report_metadata(report: TableReport) -> dict:
     return metadata
 
 
+def no_exports_metadata(report: TableReport) -> dict:
+    return {
+        "status": "no exports yet",
+        "files_seen": report.files_seen,
+        "destination": dg.MetadataValue.path(report.destination),
+    }
+
+
+@dataclass
+class TableLoads(dg.Resolvable):
+    """The stock load model without its `pipeline`: every table runs its own (loads.py)."""
+
+    source: Annotated[DltSource, dg.Resolver(_load_object_from_python_path, model_field_type=str)]
+    translation: (
+        Annotated[
+            TranslationFn[DltResourceTranslatorData],
+            TranslationFnResolver[DltResourceTranslatorData](
+                lambda data: {"resource": data.resource}
+            ),
+        ]
+        | None
+    ) = None
+
+
 @dataclass
 class EdxorgTablesComponent(DltLoadCollectionComponent):
-    """Adds to the stock component: a concurrency pool, the table checks, and a template scope
-    with `upstream_exports_landed` for the translation's automation_condition."""
+    """Adds to the stock component: an op per table, a concurrency pool, op tags per table, the
+    table checks, and `upstream_exports_landed` in the template scope."""
 
+    loads: Sequence[TableLoads]
     pool: str | None = None
     """Dagster concurrency pool of the table loads; its limit is set on the instance."""
+    op_tags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Op tags of single tables' steps, e.g. the Kubernetes resources of their pods."""
 
     @classmethod
     def get_additional_scope(cls) -> Mapping[str, Any]:
         return {"upstream_exports_landed": upstream_exports_landed()}
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        assets = []
-        for load in self.loads:
-
-            @dlt_assets(
-                dlt_source=load.source,
-                dlt_pipeline=load.pipeline,
-                name=f"dlt_assets_{load.source.name}",
-                dagster_dlt_translator=DltComponentTranslator(self, load),
-                pool=self.pool,
-            )
-            def tables(context: dg.AssetExecutionContext):
-                yield from self.execute(context, self.dlt_pipeline_resource)
-
-            assets.append(tables)
+        if unknown := sorted(set(self.op_tags) - set(TABLES)):
+            raise ValueError(f"op_tags name tables that do not exist: {', '.join(unknown)}")
+        assets = [
+            self.table_asset(resource, DltComponentTranslator(self, load))
+            for load in self.loads
+            for resource in load.source.selected_resources.values()
+        ]
         keys = [key for asset in assets for key in asset.keys]
         return dg.Definitions(
-            assets=assets,
-            asset_checks=[table_checks(keys)],
-            sensors=[automation_sensor(keys), landing_zone_sensor(keys)],
+            assets=assets, sensors=[automation_sensor(keys), landing_zone_sensor(keys)]
         )
+
+    def table_asset(self, resource, translator: DltComponentTranslator) -> dg.AssetsDefinition:
+        table = resource.name
+        spec = translator.get_asset_spec(
+            DltResourceTranslatorData(resource=resource, pipeline=None)
+        )
+
+        # Subsettable, so that the checks also run alone (the asset's "Execute checks").
+        @dg.multi_asset(
+            name=pipeline_name(table),
+            specs=[spec],
+            check_specs=table_check_specs(spec.key),
+            can_subset=True,
+            pool=self.pool,
+            op_tags=self.op_tags.get(table),
+        )
+        def load(context: dg.AssetExecutionContext):
+            yield from self.execute_table(context, table, spec.key)
+
+        return load
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
@@ -113,16 +166,27 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             metadata=metadata,
         )
 
-    def execute(self, context: dg.AssetExecutionContext, dlt_pipeline_resource) -> Iterator:
+    def execute_table(
+        self, context: dg.AssetExecutionContext, table: str, key: dg.AssetKey
+    ) -> Iterator:
         settings = Settings.resolve()
-        failed = []
-        for key in sorted(context.selected_asset_keys):
-            table = key.path[-1]
+        if key in context.selected_asset_keys:
             context.log.info(f"loading {table} from {settings.bucket_url}")
             report = load_table(table, settings)
             if not report.ok:
-                failed.append(f"{table}: {report.error}")
-                continue
+                raise dg.Failure(description=f"{table}: {report.error}")
+            if report.status == "no_prod_files":
+                # Not a materialization: the table may not exist yet, and a green
+                # materialization would point at a destination no query can read.
+                context.log.info(f"{table}: no exports yet under {settings.bucket_url}")
+                yield dg.AssetObservation(asset_key=key, metadata=no_exports_metadata(report))
+                return
             yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(report))
-        if failed:
-            raise dg.Failure(description="table load failed: " + "; ".join(failed))
+            rejected = report.rows_rejected
+        else:
+            rejected = latest_rows_rejected(context.instance, key)
+        for check in sorted(context.selected_asset_check_keys, key=str):
+            if check.name == "rejected_rows":
+                yield rejected_rows_result(key, rejected)
+            else:
+                yield reconciliation_result(settings, table, key)

@@ -50,20 +50,15 @@ def table_source(table: str, work: Work, report: TableReport):
 
 
 def __getattr__(name: str):
-    """`source` and `pipeline`: what the Dagster component reads (defs.yaml) to build one asset
-    per resource. Built on first use, so that importing this module (the CLI) resolves nothing.
-    Runs use `table_pipeline` / `table_source`, one pipeline per table."""
-    if name not in ("source", "pipeline"):
+    """`source`: the dlt source of every table, whose resources the Dagster component makes its
+    assets (defs.yaml). Each asset's step runs its resource through the table's own pipeline
+    (`table_source` / `table_pipeline`, via table_load.load_table). Built on first use, so that
+    importing this module (the CLI) resolves nothing; building it writes nothing."""
+    if name != "source":
         raise AttributeError(name)
-    import dlt
-
-    from edxorg_s3_ingest.settings import Settings
     from edxorg_s3_ingest.source import edxorg_s3_source
 
-    if name == "source":
-        return edxorg_s3_source()
-    pipelines_dir = str(Settings.resolve().pipelines_dir)
-    return dlt.pipeline(pipeline_name="edxorg_s3", pipelines_dir=pipelines_dir)
+    return edxorg_s3_source()
 
 
 if __name__ == "__main__":

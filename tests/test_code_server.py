@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edxorg_s3_ingest.tables import TABLES
+
 from conftest import REPO
 from servers import free_port, running_server
 
@@ -101,8 +103,9 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
     command = with_option(with_option(dockerfile_cmd(), "--host", "127.0.0.1"), "--port", str(port))
     command[0] = str(VENV_BIN / command[0])  # the image puts its venv first on PATH
     image_env = {k: v for k, v in dockerfile_env().items() if not k.startswith(("UV_", "PATH"))}
-    env = {**os.environ, **image_env, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **image_env, **helm_env(), "PYTHONUNBUFFERED": "1"}
     assert env["DAGSTER_ENVIRONMENT"] == "production"
+    assert env["EDXORG_S3_INGEST_EXECUTOR"] == "k8s"  # loads with the k8s_job_executor
 
     # The health check fails while nothing serves: a pass below is the server's answer.
     assert health_check(port).returncode != 0
@@ -123,7 +126,7 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
         assert "successful" in answers[-1].stdout.lower(), answers[-1].stdout
 
         # SERVING alone would also be true of a server whose code failed to load: the asset job
-        # of the 44 tables is there, loaded in the production environment.
+        # of the 44 tables, one op each, is there, loaded in the production environment.
         jobs = subprocess.run(
             [str(VENV_BIN / "dagster"), "job", "list", "--grpc-host", "127.0.0.1"]
             + ["--grpc-port", str(port)],
@@ -135,7 +138,15 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
         )
         assert jobs.returncode == 0, jobs.stderr + server.log_tail()
         assert "__ASSET_JOB" in jobs.stdout
-        assert "dlt_assets_edxorg_s3" in jobs.stdout
+        ops = {line.strip() for line in jobs.stdout.splitlines() if line.startswith("    ")}
+        assert ops == {f"edxorg_s3__{table}" for table in TABLES}
+
+
+def helm_env() -> dict[str, str]:
+    (deployment,) = yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"][
+        "deployments"
+    ]
+    return {item["name"]: item["value"] for item in deployment["env"]}
 
 
 def test_helm_values_serve_the_dockerfile_command():
@@ -159,6 +170,10 @@ def test_helm_values_serve_the_dockerfile_command():
     assert values["dagsterDaemon"]["enabled"] is True
     defs = (REPO / "defs.yaml").read_text()
     assert "pool: edxorg_s3_tables" in defs
+    # The automation sensor the docs name is the code location's own (running by default).
+    for text in (HELM_VALUES.read_text(), (REPO / "deploy" / "README.md").read_text()):
+        assert "default_automation_condition_sensor" not in text
+        assert "edxorg_tables_automation" in text
 
 
 def test_dockerfile_passes_hadolint():

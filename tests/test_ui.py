@@ -3,6 +3,7 @@
 Starts the real `dg dev` from the repository root, drives the UI in headless Chromium with
 Playwright, materializes `edxorg/tables/auth_user` with the Materialize button, waits for the run
 to succeed and reads the materialization metadata where a user reads it: the asset's Events tab.
+Then two tables at once from the catalog: one run, a step per table, each with its checks.
 Screenshots land in `test-output/`.
 """
 
@@ -91,8 +92,10 @@ RUNS_QUERY = "{ runsOrError(limit: 10) { ... on Runs { results { runId } } } }"
 RUN_QUERY = """
 query Run($runId: ID!) { runOrError(runId: $runId) { __typename
   ... on Run { status eventConnection { events { __typename
-    ... on MessageEvent { message }
+    ... on MessageEvent { message stepKey }
     ... on ExecutionStepFailureEvent { error { message } }
+    ... on MaterializationEvent { assetKey { path } }
+    ... on AssetCheckEvaluationEvent { evaluation { checkName success assetKey { path } } }
   } } }
 } }
 """
@@ -127,6 +130,35 @@ def dagster_ui(tmp_path):
         yield server
 
 
+def launched_run_id(page, base: str) -> str:
+    """The run the launch toast names (by the first 8 characters of its id)."""
+    from playwright.sync_api import expect
+
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).last
+    expect(toast).to_be_visible()
+    short_id = re.search(r"Launched run ([0-9a-f]{8})", toast.inner_text()).group(1)
+    runs = graphql(base, RUNS_QUERY)["runsOrError"]["results"]
+    (run_id,) = [run["runId"] for run in runs if run["runId"].startswith(short_id)]
+    return run_id
+
+
+def wait_for_success(page, base: str, run_id: str, server, screenshot: str) -> dict:
+    """Opens the run's page until it ends; the run's events, or a failure with them."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/runs/{run_id}")
+    terminal = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
+    expect(terminal.first).to_be_visible(timeout=300_000)
+    page.screenshot(path=OUTPUT / screenshot)
+    run = graphql(base, RUN_QUERY, {"runId": run_id})["runOrError"]
+    if terminal.first.inner_text() != "Success" or run["status"] != "SUCCESS":
+        raise AssertionError(
+            f"run {run_id} ended {run['status']}:\n{json.dumps(run, indent=1)[-6000:]}\n"
+            f"{server.log_tail()}"
+        )
+    return run
+
+
 def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -142,26 +174,8 @@ def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
             expect(page.get_by_text("Never materialized")).to_be_visible()
             page.locator("button").filter(has_text=re.compile(r"^Materialize$")).click()
 
-            # The launch toast names the run by the first 8 characters of its id.
-            toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).last
-            expect(toast).to_be_visible()
-            short_id = re.search(r"Launched run ([0-9a-f]{8})", toast.inner_text()).group(1)
-            runs = graphql(base, RUNS_QUERY)["runsOrError"]["results"]
-            (run_id,) = [run["runId"] for run in runs if run["runId"].startswith(short_id)]
-            page.goto(f"{base}/runs/{run_id}")
-
-            terminal = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
-            expect(terminal.first).to_be_visible(timeout=300_000)
-            page.screenshot(path=OUTPUT / "ui-auth_user-run.png")
-            status = terminal.first.inner_text()
-            if status != "Success":
-                run = graphql(base, RUN_QUERY, {"runId": run_id})["runOrError"]
-                raise AssertionError(
-                    f"run {run_id} ended {status}:\n{json.dumps(run, indent=1)[-6000:]}\n"
-                    f"{dagster_ui.log_tail()}"
-                )
-            run = graphql(base, RUN_QUERY, {"runId": run_id})["runOrError"]
-            assert run["status"] == "SUCCESS"
+            run_id = launched_run_id(page, base)
+            wait_for_success(page, base, run_id, dagster_ui, "ui-auth_user-run.png")
 
             # The metadata as the user sees it: the asset's Events tab, latest materialization.
             page.goto(f"{base}/assets/{ASSET_PATH}?view=events")
@@ -184,3 +198,47 @@ def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
 
     # The table really was written where the instance was told to write it.
     assert list((tmp_path / "data" / "raw__edxorg__s3__tables__auth_user").rglob("*.parquet"))
+
+
+def test_materialize_two_tables_from_the_catalog(dagster_ui, tmp_path):
+    """Filter the catalog to two tables, select both, "Materialize selected": one run whose
+    two steps each materialize their table and pass its two checks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base = dagster_ui.base_url
+    tables = ("auth_user", "teams")
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/assets/edxorg/tables")
+            page.locator(".CodeMirror").first.click()  # the catalog's filter (a CodeMirror)
+            page.keyboard.type(" or ".join(f'key:"edxorg/tables/{t}"' for t in tables))
+            page.keyboard.press("Enter")
+            # A checkbox per table shown, and the header's, which selects them all.
+            checkboxes = page.locator("input[type=checkbox]")
+            expect(checkboxes).to_have_count(len(tables) + 1)
+            checkboxes.first.evaluate("box => box.click()")  # the input under its styling
+            materialize = page.locator("button").filter(has_text="Materialize selected")
+            expect(materialize).to_be_enabled()
+            materialize.click()
+            run_id = launched_run_id(page, base)
+            run = wait_for_success(page, base, run_id, dagster_ui, "ui-two-tables-run.png")
+        finally:
+            browser.close()
+
+    events = run["eventConnection"]["events"]
+    steps = {e["stepKey"] for e in events if e["__typename"] == "ExecutionStepSuccessEvent"}
+    assert steps == {f"edxorg_s3__{table}" for table in tables}
+    materialized = {
+        e["assetKey"]["path"][-1] for e in events if e["__typename"] == "MaterializationEvent"
+    }
+    assert materialized == set(tables)
+    checks = {
+        (e["evaluation"]["assetKey"]["path"][-1], e["evaluation"]["checkName"])
+        for e in events
+        if e["__typename"] == "AssetCheckEvaluationEvent" and e["evaluation"]["success"]
+    }
+    assert checks == {(t, c) for t in tables for c in ("rejected_rows", "reconciliation")}

@@ -1,0 +1,204 @@
+"""One Dagster step per table, run as a user runs it: `dagster asset materialize` in a process of
+its own, with the default (multiprocess) executor and a Dagster home of its own; what happened is
+read back from that instance's event log."""
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from edxorg_s3_ingest.tables import TABLES
+
+from conftest import REPO, SAMPLE
+
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+def key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["edxorg", "tables", table])
+
+
+def step(table: str) -> str:
+    return f"edxorg_s3__{table}"
+
+
+def materialize(tmp_path: Path, *tables: str, env: dict | None = None):
+    """Runs the tables in one run; returns the finished process and the run's events."""
+    home = Path(os.environ["DAGSTER_HOME"])  # conftest: a fresh one, telemetry off
+    selection = ",".join(f"edxorg/tables/{table}" for table in tables)
+    result = subprocess.run(
+        [str(DAGSTER), "asset", "materialize", "-m", "edxorg_s3_ingest.definitions"]
+        + ["--select", selection],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "EDXORG_S3_INGEST__DATA_DIR": str(tmp_path / "data"),
+            "EDXORG_S3_INGEST__PIPELINES_DIR": str(tmp_path / "pipelines"),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        events = list(instance.all_logs(run.run_id))
+    return result, run, events
+
+
+def of_type(events, event_type: dg.DagsterEventType) -> list:
+    return [e for e in events if e.dagster_event and e.dagster_event_type == event_type]
+
+
+def step_intervals(events) -> dict[str, tuple[float, float]]:
+    starts = {e.step_key: e.timestamp for e in of_type(events, dg.DagsterEventType.STEP_START)}
+    ends = {
+        e.step_key: e.timestamp
+        for kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+        for e in of_type(events, kind)
+    }
+    return {name: (starts[name], ends[name]) for name in starts}
+
+
+def materialized(events) -> dict[str, str]:
+    """Asset table → the step that materialized it."""
+    return {
+        e.dagster_event.asset_key.path[-1]: e.step_key
+        for e in of_type(events, dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
+
+
+def test_the_definitions_have_one_op_per_table():
+    from edxorg_s3_ingest.definitions import defs
+
+    assets = [asset for asset in defs().assets if isinstance(asset, dg.AssetsDefinition)]
+    tables = [asset for asset in assets if asset.is_executable]
+    assert {asset.key for asset in tables} == {key(table) for table in TABLES}
+    assert len({asset.op.name for asset in tables}) == len(TABLES)
+    for asset in tables:
+        table = asset.key.path[-1]
+        assert asset.op.name == step(table)
+        assert asset.op.pool == "edxorg_s3_tables"
+        # The checks belong to the table's op, so they run in its step.
+        assert {check.name for check in asset.check_keys} == {"rejected_rows", "reconciliation"}
+    studentmodule = next(a for a in tables if a.key == key("courseware_studentmodule"))
+    assert "dagster-k8s/config" in studentmodule.op.tags
+    assert all("dagster-k8s/config" not in a.op.tags for a in tables if a is not studentmodule)
+
+
+def test_two_tables_load_side_by_side_each_checked_in_its_own_step(tmp_path):
+    result, run, events = materialize(tmp_path, "teams", "auth_user")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    intervals = step_intervals(events)
+    assert set(intervals) == {step("teams"), step("auth_user")}
+    (first_start, first_end), (second_start, second_end) = intervals.values()
+    assert max(first_start, second_start) < min(first_end, second_end), intervals
+    assert materialized(events) == {"teams": step("teams"), "auth_user": step("auth_user")}
+    checks = {
+        (e.dagster_event.event_specific_data.asset_key.path[-1], e.step_key)
+        for e in of_type(events, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        if e.dagster_event.event_specific_data.passed
+    }
+    assert checks == {("teams", step("teams")), ("auth_user", step("auth_user"))}
+    assert len(of_type(events, dg.DagsterEventType.ASSET_CHECK_EVALUATION)) == 4
+
+
+def test_a_failing_table_fails_alone_and_the_run_names_it(tmp_path):
+    """teams is held by another run (its lock taken here): its step fails with the reason, the
+    other table materializes, and the run's failure names teams' step."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    with open(pipelines / "edxorg_s3__teams.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result, run, events = materialize(tmp_path, "teams", "auth_user")
+    assert result.returncode != 0
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert materialized(events) == {"auth_user": step("auth_user")}
+    (failure,) = of_type(events, dg.DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == step("teams")
+    error = failure.dagster_event.event_specific_data.error
+    assert "teams is being loaded by another run" in error.to_string()
+    (run_failure,) = of_type(events, dg.DagsterEventType.RUN_FAILURE)
+    assert step("teams") in run_failure.message
+
+
+def test_a_table_without_exports_is_not_materialized(tmp_path, monkeypatch):
+    """No prod file yet: the step says so (an observation) and materializes nothing, so no
+    green materialization points at a table that does not exist."""
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE, landing)
+    shutil.rmtree(landing / "db_table" / "teams" / "prod")
+    monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", str(landing))
+    monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    from edxorg_s3_ingest.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(asset_selection=[key("teams")], instance=instance)
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    assert instance.get_latest_materialization_event(key("teams")) is None
+    (observation,) = result.get_asset_observation_events()
+    assert observation.asset_observation_data.asset_observation.metadata["status"].value == (
+        "no exports yet"
+    )
+    assert not (tmp_path / "data" / "raw__edxorg__s3__tables__teams").exists()
+
+
+def test_checks_run_alone_from_the_tables_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    from edxorg_s3_ingest.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    assert job.execute_in_process(asset_selection=[key("teams")], instance=instance).success
+    checks = {dg.AssetCheckKey(key("teams"), name) for name in ("rejected_rows", "reconciliation")}
+    only_checks = job.get_subset(asset_selection=set(), asset_check_selection=checks)
+    alone = only_checks.execute_in_process(instance=instance)
+    assert alone.success
+    assert alone.get_asset_materialization_events() == []
+    evaluations = alone.get_asset_check_evaluations()
+    assert {evaluation.check_name for evaluation in evaluations} == {
+        "rejected_rows",
+        "reconciliation",
+    }
+    assert all(evaluation.passed for evaluation in evaluations)
+
+
+def test_loading_the_definitions_writes_nothing(tmp_path):
+    """Nothing in the working directory (dlt would create `.dlt/pipelines/<name>/` for a
+    pipeline built at load time) nor in the home directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", "from edxorg_s3_ingest.definitions import defs; defs()"],
+        cwd=work,
+        env={**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(work.iterdir()) == []
+    assert list(home.iterdir()) == []
+
+
+def test_an_unknown_executor_stops_loading(monkeypatch):
+    from edxorg_s3_ingest.definitions import EXECUTOR_VARIABLE, executor
+    from edxorg_s3_ingest.settings import ConfigurationError
+
+    monkeypatch.setenv(EXECUTOR_VARIABLE, "k8s")
+    assert executor().name == "k8s"
+    monkeypatch.setenv(EXECUTOR_VARIABLE, "celery")
+    with pytest.raises(ConfigurationError, match="is not one of multiprocess, k8s"):
+        executor()
