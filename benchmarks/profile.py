@@ -84,9 +84,9 @@ def steps(root, tables: list[str]) -> None:
 
 
 def reader(root, tables: list[str]) -> None:
-    import edxorg_s3_ingest.tsv as tsv
-    import edxorg_s3_ingest.tsv_scan as tsv_scan
-    from edxorg_s3_ingest.landing import list_prod_files
+    import edxorg_s3_ingest.reading.tsv as tsv
+    import edxorg_s3_ingest.reading.tsv_scan as tsv_scan
+    from edxorg_s3_ingest.landing.listing import list_prod_files
 
     spent: dict[str, float] = defaultdict(float)
 

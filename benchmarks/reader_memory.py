@@ -76,7 +76,7 @@ def generate(folder: Path, gb_large: float) -> list[Path]:
 
 
 def read_tsv(path: str) -> None:
-    from edxorg_s3_ingest.tsv import TsvFile
+    from edxorg_s3_ingest.reading.tsv import TsvFile
 
     rejects: list = []
     started = time.perf_counter()

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from edxorg_s3_ingest.progress import Progress, summary
-from edxorg_s3_ingest.runner import load_tables, worker_count
+from edxorg_s3_ingest.running.progress import Progress, summary
+from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
 from edxorg_s3_ingest.tables import TABLES, UnknownTableError, parse_table_list
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_loaded_files(tables: list[str], settings: Settings, as_json: bool) -> int:
     """The tables' ledgers (table_state.ledger), read from their stores: TSV or JSON lines."""
-    from edxorg_s3_ingest.table_load import TableLoad, describe
-    from edxorg_s3_ingest.table_state import LEDGER_COLUMNS, ledger
+    from edxorg_s3_ingest.loading.table_load import TableLoad, describe
+    from edxorg_s3_ingest.state.table_state import LEDGER_COLUMNS, ledger
 
     if not as_json:
         print("\t".join(("table", *LEDGER_COLUMNS)))

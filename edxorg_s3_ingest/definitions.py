@@ -15,9 +15,9 @@ def multiprocess() -> dg.ExecutorDefinition:
     """Dagster's multiprocess executor, its step processes forked from a server that imported the
     loader once, as the CLI's workers are: each step then starts in about a second instead of
     importing dagster, dlt and pyarrow again (~4 s of CPU per table)."""
-    from edxorg_s3_ingest.workers import WORKER_PRELOAD
+    from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
 
-    preload = [__name__, "edxorg_s3_ingest.component", *WORKER_PRELOAD]
+    preload = [__name__, "edxorg_s3_ingest.orchestration.component", *WORKER_PRELOAD]
     return dg.multiprocess_executor.configured(
         lambda config: {
             "max_concurrent": config["max_concurrent"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edxorg_s3_ingest.table_state import LEDGER_COLUMNS
+from edxorg_s3_ingest.state.table_state import LEDGER_COLUMNS
 from edxorg_s3_ingest.tables import TABLES, destination_table
 
 from conftest import SAMPLE, run_cli, run_json

@@ -100,10 +100,10 @@ def launch() -> None:
     from dlt.load.load import Load
     from dlt.pipeline.pipeline import Pipeline
 
-    import edxorg_s3_ingest.source as source
+    import edxorg_s3_ingest.loading.source as source
     from edxorg_s3_ingest import cli
     from edxorg_s3_ingest.crashpoints import crashpoint
-    from edxorg_s3_ingest.tsv import TsvFile
+    from edxorg_s3_ingest.reading.tsv import TsvFile
 
     def around(owner: type, name: str, before: str | None, after: str | None = None) -> None:
         original = getattr(owner, name)

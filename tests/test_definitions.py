@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from edxorg_s3_ingest.automation import AUTOMATION_SENSOR, reconciliation_result
+from edxorg_s3_ingest.orchestration.automation import AUTOMATION_SENSOR, reconciliation_result
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import TABLES
 

@@ -335,7 +335,7 @@ def qa_store(moto, monkeypatch):  # noqa: F811
     for key, value in moto.env(DAGSTER_ENVIRONMENT="qa").items():
         if key.startswith("AWS_") or key == "DAGSTER_ENVIRONMENT":
             monkeypatch.setenv(key, value)
-    from edxorg_s3_ingest.iceberg_store import IcebergStore
+    from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
 
     return IcebergStore("s3://ol-data-lake-raw-qa/edxorg", "ol_warehouse_qa_raw")
 

@@ -230,7 +230,8 @@ def test_fetch_under_random_faults_is_byte_exact(lake, proxy, request, monkeypat
 
     from botocore.retries.standard import ExponentialBackoff
 
-    from edxorg_s3_ingest import fetching, landing
+    from edxorg_s3_ingest.landing import fetching
+    from edxorg_s3_ingest.landing import listing as landing
 
     s3 = lake.client("s3")
     content = b"id\tvalue\n" + b"".join(b"%d\t%s\n" % (n, b"x" * (n % 97)) for n in range(20_000))
@@ -369,7 +370,8 @@ def test_listing_that_changes_during_the_run(lake, proxy, tmp_path, request):
 
 def test_file_changed_since_listing_is_never_loaded_short(lake, proxy, request, monkeypatch):
     """In-process: a listed size that the object no longer has is a LandingChangedError."""
-    from edxorg_s3_ingest import fetching, landing
+    from edxorg_s3_ingest.landing import fetching
+    from edxorg_s3_ingest.landing import listing as landing
 
     for name, value in lake.env(AWS_ENDPOINT_URL=proxy.endpoint).items():
         if name.startswith("AWS_"):

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edxorg_s3_ingest.tsv import SOURCE_LINE, InvalidHeaderError, Reject, TsvFile
+from edxorg_s3_ingest.reading.tsv import SOURCE_LINE, InvalidHeaderError, Reject, TsvFile
 
 from reliability import record, scaled
 from test_tsv_properties import _records, reference

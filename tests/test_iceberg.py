@@ -346,8 +346,8 @@ def test_checks_and_sensor_answer_from_a_pod_that_never_loaded(
 ):
     """The reconciliation check and the landing-zone sensor in a process whose pipelines dir is
     empty (the code-server pod, a checks-only run): both read the state from the lake."""
-    from edxorg_s3_ingest.automation import reconciliation_result
-    from edxorg_s3_ingest.sensor import has_new_prod_files
+    from edxorg_s3_ingest.orchestration.automation import reconciliation_result
+    from edxorg_s3_ingest.orchestration.sensor import has_new_prod_files
 
     use_in_this_process(moto.env(DAGSTER_ENVIRONMENT="qa"), monkeypatch)
     settings = Settings.resolve(BUCKET_URL, pipelines_dir=tmp_path / "empty")
@@ -425,8 +425,8 @@ def test_landing_zone_sensor_on_s3(aws_env, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", BUCKET_URL)
     monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
     from edxorg_s3_ingest.definitions import defs
-    from edxorg_s3_ingest.runner import load_table
-    from edxorg_s3_ingest.sensor import TABLE_TAG
+    from edxorg_s3_ingest.orchestration.sensor import TABLE_TAG
+    from edxorg_s3_ingest.running.runner import load_table
     from edxorg_s3_ingest.settings import Settings
 
     definitions = defs()
@@ -468,8 +468,8 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
     """A commit carries its state (read back from the current snapshot); one planned from a
     snapshot that is no longer current is refused, naming the table, and changes nothing; the
     same load committed twice changes nothing; a rebuild replaces every row in one snapshot."""
-    from edxorg_s3_ingest.iceberg_store import IcebergStore
-    from edxorg_s3_ingest.table_state import StateMovedError
+    from edxorg_s3_ingest.state.table_state import StateMovedError
+    from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
 
     store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     name = destination_table("teams")
@@ -506,7 +506,7 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
 
 
 def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, monkeypatch):
-    from edxorg_s3_ingest import iceberg_store
+    from edxorg_s3_ingest.stores import iceberg_store
 
     monkeypatch.setattr(iceberg_store, "CHUNK_BYTES", 1)  # every batch is a chunk of its own
     store = iceberg_store.IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
@@ -522,7 +522,7 @@ def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, 
 
 
 def test_glue_table_elsewhere_is_a_clear_error(aws_env, tmp_path):
-    from edxorg_s3_ingest.iceberg_store import IcebergStore, LakeError
+    from edxorg_s3_ingest.stores.iceberg_store import IcebergStore, LakeError
 
     catalog = aws_env.catalog()
     catalog.create_namespace(QA_DATABASE)

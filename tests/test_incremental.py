@@ -3,8 +3,8 @@
 import copy
 from datetime import UTC, datetime, timedelta
 
-from edxorg_s3_ingest.incremental import plan, preview
-from edxorg_s3_ingest.landing import LandingFile
+from edxorg_s3_ingest.landing.listing import LandingFile
+from edxorg_s3_ingest.state.incremental import plan, preview
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

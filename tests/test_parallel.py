@@ -231,7 +231,7 @@ NO_OP_PROBE = """
 import sys
 from edxorg_s3_ingest import cli
 code = cli.main(sys.argv[1:])
-loading = ("dlt", "pyarrow", "pandas", "boto3", "botocore", "edxorg_s3_ingest.workers")
+loading = ("dlt", "pyarrow", "pandas", "boto3", "botocore", "edxorg_s3_ingest.running.workers")
 print(sorted(name for name in loading if name in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
@@ -284,9 +284,9 @@ def test_largest_load_starts_first(tmp_path):
     """The CLI lists every dev table before loading (runner._unchanged_tables): the bytes each
     table's load reads decide the order tables go to workers, largest first, also on a first
     run (no state to guess from) and whatever order the tables were asked in."""
-    from edxorg_s3_ingest import runner
+    from edxorg_s3_ingest.running import runner
+    from edxorg_s3_ingest.running.workers import load_order
     from edxorg_s3_ingest.settings import Settings
-    from edxorg_s3_ingest.workers import load_order
 
     tables = ["teams", "auth_user", "courseware_studentmodule"]
     for table, courses in zip(tables, (1, 2, 3), strict=True):
@@ -305,7 +305,7 @@ def test_largest_load_starts_first(tmp_path):
 def test_fork_server_starts_while_the_cli_lists(tmp_path, monkeypatch):
     """Once the CLI's listings show two tables to load, the workers' fork server starts (its
     imports overlap the listings left); one table to load or none: no server."""
-    from edxorg_s3_ingest import runner, workers
+    from edxorg_s3_ingest.running import runner, workers
     from edxorg_s3_ingest.settings import Settings
 
     tables = ["teams", "auth_user"]
@@ -448,7 +448,7 @@ def test_table_report_pickles_whole():
     ],
 )
 def test_default_workers_follow_the_container_cpu_limit(tmp_path, files, expected):
-    from edxorg_s3_ingest.runner import available_cpus
+    from edxorg_s3_ingest.running.runner import available_cpus
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

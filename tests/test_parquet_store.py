@@ -12,17 +12,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edxorg_s3_ingest import parquet_store
-from edxorg_s3_ingest.lineage import single_course
-from edxorg_s3_ingest.parquet_state import JOURNAL, LOCK, STATE, locked
-from edxorg_s3_ingest.parquet_store import (
+from edxorg_s3_ingest.reading.lineage import single_course
+from edxorg_s3_ingest.state.table_state import StateMovedError
+from edxorg_s3_ingest.stores import parquet_store
+from edxorg_s3_ingest.stores.parquet_state import JOURNAL, LOCK, STATE, locked
+from edxorg_s3_ingest.stores.parquet_store import (
     PACK_COURSES,
     PARTIAL,
     ROW_COUNTS,
     ParquetStore,
     course_folder,
 )
-from edxorg_s3_ingest.table_state import StateMovedError
 
 from reliability import record
 

@@ -245,8 +245,9 @@ def test_dagster_materializations_show_no_credential(
 def test_exceptions_show_no_credential(aws_env, tmp_path, request):
     """The product's own exceptions (landing listing / fetch, the lake's preflight) and their
     whole printed chains, when the server echoes the credentials."""
-    from edxorg_s3_ingest import fetching, landing
-    from edxorg_s3_ingest.iceberg_store import IcebergStore, LakeError
+    from edxorg_s3_ingest.landing import fetching
+    from edxorg_s3_ingest.landing import listing as landing
+    from edxorg_s3_ingest.stores.iceberg_store import IcebergStore, LakeError
 
     proxy = aws_env
     proxy.add(Rule("error", status=400, code="Weird", message=ECHO, times=None))

@@ -6,8 +6,8 @@ import shutil
 import dagster as dg
 import pytest
 
-from edxorg_s3_ingest.runner import load_table
-from edxorg_s3_ingest.sensor import TABLE_TAG
+from edxorg_s3_ingest.orchestration.sensor import TABLE_TAG
+from edxorg_s3_ingest.running.runner import load_table
 from edxorg_s3_ingest.settings import Settings
 
 from conftest import SAMPLE

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edxorg_s3_ingest import source
-from edxorg_s3_ingest.landing import LandingChangedError, LandingFile
+from edxorg_s3_ingest.landing.listing import LandingChangedError, LandingFile
+from edxorg_s3_ingest.loading import source
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 

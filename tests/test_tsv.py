@@ -9,7 +9,13 @@ from random import Random
 import pyarrow as pa
 import pytest
 
-from edxorg_s3_ingest.tsv import SOURCE_LINE, InvalidHeaderError, Reject, TsvFile, decode_escapes
+from edxorg_s3_ingest.reading.tsv import (
+    SOURCE_LINE,
+    InvalidHeaderError,
+    Reject,
+    TsvFile,
+    decode_escapes,
+)
 
 FIXTURES = (
     Path(__file__).resolve().parents[1].parent

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edxorg_s3_ingest.tsv import SOURCE_LINE, InvalidHeaderError, Reject, TsvFile, decode_escapes
+from edxorg_s3_ingest.reading.tsv import (
+    SOURCE_LINE,
+    InvalidHeaderError,
+    Reject,
+    TsvFile,
+    decode_escapes,
+)
 
 # TSV_PROPERTY_EXAMPLES=5000 for a deeper run than CI's.
 SETTINGS = settings(

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import field, hostile
 
-from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile, read_together
+from edxorg_s3_ingest.reading.tsv import InvalidHeaderError, Reject, TsvFile, read_together
 
 HEADERS = [b"id\tname", b"id\tname\tstate", b"a", b"name\tid"]
 

@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from edxorg_s3_ingest import tsv_scan
+from edxorg_s3_ingest.reading import tsv_scan
 
 SOURCE_LINE = "_source_line"
 _MAX_HEADER = 1 << 20

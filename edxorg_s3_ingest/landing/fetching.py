@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from fsspec.core import url_to_fs
 from urllib3.exceptions import HTTPError as URLLib3Error
 
-from edxorg_s3_ingest.aws import (
+from edxorg_s3_ingest.landing.aws import (
     CHANGED,
     GONE,
     attach,
@@ -36,7 +36,7 @@ from edxorg_s3_ingest.aws import (
     s3_client,
     split_s3,
 )
-from edxorg_s3_ingest.landing import (
+from edxorg_s3_ingest.landing.listing import (
     LandingChangedError,
     LandingZoneError,
     explained,

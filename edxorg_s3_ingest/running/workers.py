@@ -19,8 +19,8 @@ from contextlib import suppress
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
+from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.table_load import TableLoad, describe, load_table
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
@@ -30,11 +30,11 @@ PROGRESS_INTERVAL = 0.25
 WORKER_START_METHOD = "forkserver"
 """How worker processes start (see `_worker_context`)."""
 WORKER_PRELOAD = [
-    "edxorg_s3_ingest.runner",
-    "edxorg_s3_ingest.workers",
-    "edxorg_s3_ingest.source",
-    "edxorg_s3_ingest.destination",
-    "edxorg_s3_ingest.parquet_store",
+    "edxorg_s3_ingest.running.runner",
+    "edxorg_s3_ingest.running.workers",
+    "edxorg_s3_ingest.loading.source",
+    "edxorg_s3_ingest.loading.destination",
+    "edxorg_s3_ingest.stores.parquet_store",
     "edxorg_s3_ingest.stores",
     "dlt.pipeline.pipeline",
     "dlt.normalize",
@@ -366,7 +366,7 @@ class _Forward(logging.Handler):
         self.send = send
 
     def emit(self, record: logging.LogRecord) -> None:
-        from edxorg_s3_ingest.aws import redact
+        from edxorg_s3_ingest.landing.aws import redact
 
         try:
             fields = {**record.__dict__, "msg": redact(self.format(record)), "args": None}

@@ -29,9 +29,9 @@ from edxorg_s3_ingest.tables import destination_table
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
+    from edxorg_s3_ingest.state.table_state import StoredState
+    from edxorg_s3_ingest.state.work import Work
     from edxorg_s3_ingest.stores import TableStore
-    from edxorg_s3_ingest.table_state import StoredState
-    from edxorg_s3_ingest.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class TableLoad:
     def stored(self) -> StoredState:
         """The table's state as its store holds it (dev: read without pyarrow or dlt)."""
         if self.settings.environment == "dev":
-            from edxorg_s3_ingest.parquet_state import read_state
+            from edxorg_s3_ingest.stores.parquet_state import read_state
 
             return read_state(self.settings.data_dir / self.table_name)
         return self.store.read_state(self.table_name)
@@ -90,10 +90,10 @@ class TableLoad:
     def work(self, loading: bool = False) -> Work:
         """One listing and the stored state, and the plan made from both (`loading`: by the
         load that carries it out, where a test may stop it: crashpoints.py)."""
-        from edxorg_s3_ingest.incremental import copied, plan, preview
-        from edxorg_s3_ingest.landing import list_prod_files
-        from edxorg_s3_ingest.table_state import DamagedStateError, StoredState
-        from edxorg_s3_ingest.work import Work
+        from edxorg_s3_ingest.landing.listing import list_prod_files
+        from edxorg_s3_ingest.state.incremental import copied, plan, preview
+        from edxorg_s3_ingest.state.table_state import DamagedStateError, StoredState
+        from edxorg_s3_ingest.state.work import Work
 
         try:
             stored = self.stored()
@@ -138,9 +138,9 @@ class TableLoad:
     def _load(self) -> None:
         """Plans and loads, planning again from a new listing and state when a listed file
         changed before it was read or another run committed to the table first."""
-        from edxorg_s3_ingest.aws import caused_by
-        from edxorg_s3_ingest.landing import LandingChangedError
-        from edxorg_s3_ingest.table_state import StateMovedError, expected_rows
+        from edxorg_s3_ingest.landing.aws import caused_by
+        from edxorg_s3_ingest.landing.listing import LandingChangedError
+        from edxorg_s3_ingest.state.table_state import StateMovedError, expected_rows
 
         self.store.recover(self.table_name)
         for leftover in (STAGING, SCRATCH):  # a killed run's data: gone, even with no work
@@ -172,7 +172,7 @@ class TableLoad:
         self.report.misplaced_files = work.listing.misplaced
 
     def _run_pipeline(self, work: Work) -> None:
-        from edxorg_s3_ingest.loads import table_pipeline, table_source
+        from edxorg_s3_ingest.loading.pipeline import table_pipeline, table_source
 
         shutil.rmtree(self.working_dir, ignore_errors=True)
         pipeline, consolidator = table_pipeline(self, work)
@@ -228,7 +228,7 @@ def unchanged_report(
     order of loads in workers: largest first); `must_load` is called as soon as the table is
     known to need a load. The row count is the one the state records (SPEC §5: the table holds
     exactly those rows). Not for qa and production, whose loads check the lake first."""
-    from edxorg_s3_ingest.table_state import expected_rows
+    from edxorg_s3_ingest.state.table_state import expected_rows
 
     if settings.environment != "dev":
         return None
@@ -258,7 +258,7 @@ def unchanged_report(
 def describe(error: BaseException) -> str:
     """The innermost cause, which names the thing to fix, rather than dlt's step wrapper; with
     any credential value of this process masked (it must never reach a report or a log)."""
-    from edxorg_s3_ingest.aws import redact
+    from edxorg_s3_ingest.landing.aws import redact
 
     while error.__cause__ is not None or error.__context__ is not None:
         inner = error.__cause__ or error.__context__

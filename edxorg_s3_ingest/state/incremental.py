@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from edxorg_s3_ingest.crashpoints import crashpoint
-from edxorg_s3_ingest.landing import LandingFile
+from edxorg_s3_ingest.landing.listing import LandingFile
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from edxorg_s3_ingest.loading.table_load import TableLoad
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.table_load import TableLoad
-from edxorg_s3_ingest.table_state import expected_rows
+from edxorg_s3_ingest.state.table_state import expected_rows
 from edxorg_s3_ingest.tables import destination_table
 
 

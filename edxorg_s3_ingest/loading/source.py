@@ -35,11 +35,11 @@ import dlt
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
-from edxorg_s3_ingest.fetching import fetch
-from edxorg_s3_ingest.landing import LandingFile, is_local
-from edxorg_s3_ingest.lineage import Lineage, many_lineage, rejects_batch
-from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.staged_files import (
+from edxorg_s3_ingest.landing.fetching import fetch
+from edxorg_s3_ingest.landing.listing import LandingFile, is_local
+from edxorg_s3_ingest.loading.table_load import SCRATCH
+from edxorg_s3_ingest.reading.lineage import Lineage, many_lineage, rejects_batch
+from edxorg_s3_ingest.reading.staged_files import (
     TABLE_ROWS,
     Columns,
     Rows,
@@ -47,11 +47,11 @@ from edxorg_s3_ingest.staged_files import (
     row_groups,
     write_files,
 )
-from edxorg_s3_ingest.table_load import SCRATCH
+from edxorg_s3_ingest.reading.threads import read_ahead
+from edxorg_s3_ingest.reading.tsv import InvalidHeaderError, Reject, TsvFile, read_together
+from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.state.work import Work
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
-from edxorg_s3_ingest.threads import read_ahead
-from edxorg_s3_ingest.tsv import InvalidHeaderError, Reject, TsvFile, read_together
-from edxorg_s3_ingest.work import Work
 
 MANIFEST_KEY = "edxorg_s3_ingest"
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from fsspec.core import url_to_fs
 
-from edxorg_s3_ingest.aws import (
+from edxorg_s3_ingest.landing.aws import (
     NO_SUCH_BUCKET,
     THROTTLING,
     attach,

@@ -44,8 +44,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from edxorg_s3_ingest.crashpoints import crashpoint
-from edxorg_s3_ingest.lineage import empty_course_schema, single_course
-from edxorg_s3_ingest.parquet_state import (
+from edxorg_s3_ingest.reading.lineage import empty_course_schema, single_course
+from edxorg_s3_ingest.state.table_state import DamagedStateError, StateMovedError, StoredState
+from edxorg_s3_ingest.stores.parquet_state import (
     JOURNAL,
     PARTIAL,
     STATE,
@@ -54,7 +55,6 @@ from edxorg_s3_ingest.parquet_state import (
     read_state,
     write_json,
 )
-from edxorg_s3_ingest.table_state import DamagedStateError, StateMovedError, StoredState
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 PARQUET = ".parquet"

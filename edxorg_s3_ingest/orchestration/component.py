@@ -22,7 +22,8 @@ from dagster_dlt.components.dlt_load_collection.component import (
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract.source import DltSource
 
-from edxorg_s3_ingest.automation import (
+from edxorg_s3_ingest.loading.table_load import load_table, pipeline_name
+from edxorg_s3_ingest.orchestration.automation import (
     automation_sensor,
     latest_rows_rejected,
     reconciliation_result,
@@ -30,10 +31,9 @@ from edxorg_s3_ingest.automation import (
     table_check_specs,
     upstream_exports_landed,
 )
+from edxorg_s3_ingest.orchestration.sensor import landing_zone_sensor
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.sensor import landing_zone_sensor
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.table_load import load_table, pipeline_name
 from edxorg_s3_ingest.tables import TABLES, destination_table, known_columns
 
 STORAGE_KIND = {"dev": "parquet", "qa": "iceberg", "production": "iceberg"}

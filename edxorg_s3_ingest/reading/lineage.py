@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edxorg_s3_ingest.landing import LandingFile
-from edxorg_s3_ingest.tsv import Reject
+from edxorg_s3_ingest.landing.listing import LandingFile
+from edxorg_s3_ingest.reading.tsv import Reject
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

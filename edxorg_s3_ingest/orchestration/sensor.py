@@ -10,8 +10,8 @@ batches).
 
 import dagster as dg
 
+from edxorg_s3_ingest.loading.table_load import TableLoad
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.table_load import TableLoad
 
 TABLE_TAG = "edxorg_s3_ingest/table"
 ACTIVE = [

@@ -18,11 +18,11 @@ from dlt.common.schema import TTableSchema
 from dlt.common.storages.load_package import load_package_state
 
 from edxorg_s3_ingest.crashpoints import crashpoint
+from edxorg_s3_ingest.loading.source import MANIFEST_KEY
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.source import MANIFEST_KEY
+from edxorg_s3_ingest.state.work import Work
 from edxorg_s3_ingest.stores import TableStore
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
-from edxorg_s3_ingest.work import Work
 
 
 class Consolidator:

@@ -17,7 +17,7 @@ from dlt.common.schema import TTableSchema
 from dlt.destinations.impl.destination.destination import DestinationClient
 from dlt.destinations.impl.destination.factory import destination
 
-from edxorg_s3_ingest.consolidation import Consolidator
+from edxorg_s3_ingest.loading.consolidation import Consolidator
 
 FIXED = ("destination_callable", "loader_file_format", "batch_size", "max_parallel_load_jobs")
 MAX_PARALLEL_JOBS = 4

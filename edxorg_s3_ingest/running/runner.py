@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edxorg_s3_ingest.loading.table_load import load_table, unchanged_report
 from edxorg_s3_ingest.report import RunReport, TableReport
-from edxorg_s3_ingest.table_load import load_table, unchanged_report
 from edxorg_s3_ingest.tables import TABLES
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def load_tables(
     the order tables finish; `on_log` each log record of a worker (default: logged here).
     The run's report lists the tables in the requested order.
     """
-    from edxorg_s3_ingest.landing import DB_TABLE, unknown_table_folders
+    from edxorg_s3_ingest.landing.listing import DB_TABLE, unknown_table_folders
 
     run = RunReport(settings.environment, {})
     # The bytes each table's load reads, when several tables load at once (their order).
@@ -103,7 +103,7 @@ def load_tables(
     left = [table for table in tables if table not in reports]
     count = worker_count(workers, len(left))
     if count > 1:
-        from edxorg_s3_ingest.workers import load_in_workers
+        from edxorg_s3_ingest.running.workers import load_in_workers
 
         reports |= load_in_workers(
             left, settings, full_refresh, count, on_start, on_done, on_log, sizes or None
@@ -144,7 +144,7 @@ def _unchanged_tables(
     listings overlap (they wait on the network). `sizes`, if given (several tables may load at
     once), gets the bytes each other table's load reads, from the same listings; and once two
     tables are known to need a load, the worker processes' fork server starts."""
-    from edxorg_s3_ingest.aws import is_s3
+    from edxorg_s3_ingest.landing.aws import is_s3
 
     if settings.environment != "dev":
         return {}
@@ -159,7 +159,7 @@ def _unchanged_tables(
                     return
             # Worker processes will load them: the fork server's imports (~0.5 s) run on the
             # other core while this process lists the other tables.
-            from edxorg_s3_ingest.workers import start_fork_server
+            from edxorg_s3_ingest.running.workers import start_fork_server
 
             start_fork_server()
 

@@ -54,7 +54,8 @@ from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
 
-from edxorg_s3_ingest.aws import (
+from edxorg_s3_ingest.crashpoints import crashpoint
+from edxorg_s3_ingest.landing.aws import (
     ACCESS_DENIED,
     BAD_CREDENTIALS,
     CREDENTIALS_HINT,
@@ -69,9 +70,8 @@ from edxorg_s3_ingest.aws import (
     s3_endpoint,
     safe_cause,
 )
-from edxorg_s3_ingest.crashpoints import crashpoint
-from edxorg_s3_ingest.lineage import LINEAGE, REJECTS_SCHEMA
-from edxorg_s3_ingest.table_state import StateMovedError, StoredState, damaged
+from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
+from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)

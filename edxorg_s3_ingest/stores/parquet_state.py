@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edxorg_s3_ingest.table_state import StoredState, damaged
+from edxorg_s3_ingest.state.table_state import StoredState, damaged
 
 PARTIAL = ".partial"
 STATE = ".state.json"

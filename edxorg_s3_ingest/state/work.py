@@ -3,9 +3,9 @@ state its store holds, and the plan made from both (incremental.py)."""
 
 from dataclasses import dataclass
 
-from edxorg_s3_ingest.incremental import Plan
-from edxorg_s3_ingest.landing import Listing
-from edxorg_s3_ingest.table_state import StoredState
+from edxorg_s3_ingest.landing.listing import Listing
+from edxorg_s3_ingest.state.incremental import Plan
+from edxorg_s3_ingest.state.table_state import StoredState
 
 
 @dataclass

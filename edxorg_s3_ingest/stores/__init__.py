@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.table_state import StoredState
+from edxorg_s3_ingest.state.table_state import StoredState
 
 
 class TableStore(Protocol):
@@ -52,9 +52,9 @@ class TableStore(Protocol):
 def store_for(settings: Settings) -> TableStore:
     # Imported here: dev runs need neither pyiceberg nor boto3, and a no-op dev run no pyarrow.
     if settings.environment == "dev":
-        from edxorg_s3_ingest.parquet_store import ParquetStore
+        from edxorg_s3_ingest.stores.parquet_store import ParquetStore
 
         return ParquetStore(settings.data_dir)
-    from edxorg_s3_ingest.iceberg_store import IcebergStore
+    from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
 
     return IcebergStore(settings.lake_url, settings.glue_database)
