@@ -45,7 +45,7 @@ from pyiceberg.exceptions import (
     TableAlreadyExistsError,
 )
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -72,6 +72,7 @@ from edxorg_s3_ingest.landing.aws import (
 )
 from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
+from edxorg_s3_ingest.stores.iceberg_files import data_files
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)
@@ -489,7 +490,7 @@ class IcebergStore:
                 snapshot.delete_data_file(file)
             counter = itertools.count()
             for chunk in itertools.chain([first] if first is not None else [], chunks):
-                for file in _dataframe_to_data_files(
+                for file in data_files(
                     transaction.table_metadata, chunk, table.io, snapshot.commit_uuid, counter
                 ):
                     snapshot.append_data_file(file)

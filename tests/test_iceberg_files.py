@@ -1,0 +1,65 @@
+"""The lake's data files written through pyiceberg's private `_dataframe_to_data_files`
+(stores/iceberg_files.py): the API it was checked against, and the split by partition."""
+
+import inspect
+import itertools
+import random
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyiceberg
+from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table.metadata import new_table_metadata
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import NestedField, StringType
+
+from edxorg_s3_ingest.stores.iceberg_files import data_files
+
+
+def test_the_private_api_is_the_one_checked():
+    """A new pyiceberg may move or change it: check stores/iceberg_files.py, then this."""
+    assert pyiceberg.__version__.startswith("0.12.")
+    parameters = list(inspect.signature(_dataframe_to_data_files).parameters)
+    assert parameters == ["table_metadata", "df", "io", "write_uuid", "counter"]
+
+
+def table_metadata(location: str, partitioned: bool):
+    schema = Schema(
+        NestedField(1, "id", StringType(), required=False),
+        NestedField(2, "_course_id", StringType(), required=False),
+    )
+    spec = (
+        PartitionSpec(PartitionField(2, 1000, IdentityTransform(), "_course_id"), spec_id=0)
+        if partitioned
+        else PartitionSpec(spec_id=0)
+    )
+    return new_table_metadata(schema, spec, UNSORTED_SORT_ORDER, location, {})
+
+
+def test_rows_are_written_one_file_per_course_with_every_row_once(tmp_path):
+    draw = random.Random(7)
+    courses = [f"course-v1:X+{n}+2026" for n in range(40)]
+    pairs = [(f"{course}/{i}", course) for course in courses for i in range(draw.randint(1, 9))]
+    draw.shuffle(pairs)
+    rows = pa.table({"id": [p[0] for p in pairs], "_course_id": [p[1] for p in pairs]})
+    metadata = table_metadata(f"file://{tmp_path}", partitioned=True)
+    files = list(data_files(metadata, rows, PyArrowFileIO(), uuid.uuid4(), itertools.count()))
+    assert sorted(file.partition[0] for file in files) == sorted(courses)
+    written = []
+    for file in files:
+        part = pq.read_table(file.file_path.removeprefix("file://")).to_pylist()
+        assert {row["_course_id"] for row in part} == {file.partition[0]}
+        assert file.record_count == len(part)
+        written += [(row["id"], row["_course_id"]) for row in part]
+    assert sorted(written) == sorted(pairs)
+
+
+def test_an_unpartitioned_table_is_written_as_it_is(tmp_path):
+    rows = pa.table({"id": ["a", "b", "c"], "_course_id": ["y", "x", "y"]})
+    metadata = table_metadata(f"file://{tmp_path}", partitioned=False)
+    (file,) = data_files(metadata, rows, PyArrowFileIO(), uuid.uuid4(), itertools.count())
+    assert pq.read_table(file.file_path.removeprefix("file://")).equals(rows)
