@@ -17,6 +17,7 @@ import pytest
 from pyiceberg.types import LongType, StringType, TimestamptzType
 
 from edxorg_s3_ingest.settings import Settings
+from edxorg_s3_ingest.stores import LoadCommit
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
 from moto_server import (
@@ -478,7 +479,7 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
     first = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a", "b"])]
     first.append(staged_file(tmp_path / "2.parquet", "c2", "L1", ["c"]))
     for _ in range(2):  # the same load again (its snapshot is the table's): nothing changes
-        store.commit(name, "L1", first, courses, {"rows": {"c1": 2, "c2": 1}}, None)
+        store.commit(LoadCommit(name, "L1", first, courses, {"rows": {"c1": 2, "c2": 1}}, None))
     table = aws_env.catalog().load_table((QA_DATABASE, name))
     assert len(table.snapshots()) == 1 and store.row_count(name) == 3
     stored = store.read_state(name)
@@ -487,7 +488,9 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
 
     late = [staged_file(tmp_path / "x.parquet", "c1", "L9", ["late"])]
     with pytest.raises(StateMovedError, match=name):
-        store.commit(name, "L9", late, {"c1": {"columns": ["name"]}}, {"rows": {}}, None)
+        store.commit(
+            LoadCommit(name, "L9", late, {"c1": {"columns": ["name"]}}, {"rows": {}}, None)
+        )
     assert store.row_count(name) == 3 and store.read_state(name).state["rows"]["c1"] == 2
 
     rejects = [tmp_path / "r.parquet"]
@@ -498,7 +501,11 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
 
     second = [staged_file(tmp_path / "3.parquet", "c1", "L2", ["z"])]
     base = store.read_state(name).version
-    store.commit(name, "L2", second, {"c1": {"columns": ["name"]}}, {"rows": {"c1": 1}}, base, True)
+    store.commit(
+        LoadCommit(
+            name, "L2", second, {"c1": {"columns": ["name"]}}, {"rows": {"c1": 1}}, base, True
+        )
+    )
     rows = table_rows(aws_env.catalog(), QA_DATABASE, name)
     assert [(row["_course_id"], row["name"]) for row in rows] == [("c1", "z")]
     assert len(aws_env.catalog().load_table((QA_DATABASE, name)).snapshots()) == 2
@@ -515,7 +522,7 @@ def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, 
         for n in range(4)
     ]
     name = destination_table("teams")
-    store.commit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None)
+    store.commit(LoadCommit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None))
     table = aws_env.catalog().load_table((QA_DATABASE, name))
     assert len(table.snapshots()) == 1
     assert len(table.inspect.files()) == 4 and store.row_count(name) == 12
@@ -535,4 +542,4 @@ def test_glue_table_elsewhere_is_a_clear_error(aws_env, tmp_path):
     store = IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     staged = [staged_file(tmp_path / "1.parquet", "c1", "L1", ["a"])]
     with pytest.raises(LakeError, match="points to s3://ol-data-lake-raw-qa/elsewhere/teams"):
-        store.commit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None)
+        store.commit(LoadCommit(name, "L1", staged, {"c1": {"columns": ["name"]}}, {}, None))

@@ -5,6 +5,7 @@ courses' rows as they were; a replacement killed at any step and repeated leaves
 table it should, and nothing partial; the row count reads each file's footer once."""
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from edxorg_s3_ingest.reading.lineage import single_course
 from edxorg_s3_ingest.state.table_state import StateMovedError
-from edxorg_s3_ingest.stores import parquet_store
+from edxorg_s3_ingest.stores import LoadCommit, parquet_store
 from edxorg_s3_ingest.stores.parquet_state import JOURNAL, LOCK, STATE, locked
 from edxorg_s3_ingest.stores.parquet_store import (
     PACK_COURSES,
@@ -65,7 +66,7 @@ def commit(store: ParquetStore, load_id: str, paths: list[Path], courses: dict) 
     state."""
     base = store.read_state(TABLE).version
     state = {"rows": dict.fromkeys(courses, 1), "loads": dict.fromkeys(courses, load_id)}
-    store.commit(TABLE, load_id, paths, courses, state, base)
+    store.commit(LoadCommit(TABLE, load_id, paths, courses, state, base))
 
 
 def table_files(store: ParquetStore) -> list[str]:
@@ -194,16 +195,15 @@ class DoneAgainWhenKilled(ParquetStore):
     are committed again by a new load; if it did, the next commit finishes it (here: its
     recovery alone)."""
 
-    def commit(self, table_name, load_id, staged, courses, state, base, full_refresh=False):
+    def commit(self, load: LoadCommit) -> None:
         try:
-            super().commit(table_name, load_id, staged, courses, state, base, full_refresh)
+            super().commit(load)
         except Killed:
-            if self.read_state(table_name).version == load_id:
-                with locked(self.data_dir / table_name):
-                    self._recover(self.data_dir / table_name)
-            else:
-                again = f"{load_id}1"  # a new load of the next run
-                super().commit(table_name, again, staged, courses, state, base, full_refresh)
+            if self.read_state(load.table_name).version == load.load_id:
+                with locked(self.data_dir / load.table_name):
+                    self._recover(self.data_dir / load.table_name)
+            else:  # the same rows, committed by a new load of the next run
+                super().commit(replace(load, load_id=f"{load.load_id}1"))
 
 
 @pytest.mark.faults
@@ -281,10 +281,10 @@ def test_a_commit_over_a_version_that_moved_on_changes_nothing(tmp_path):
     commit(store, "1.5", [staged(tmp_path / "1", "a.parquet", rows(("A", 2)))], manifest("A"))
     base = store.read_state(TABLE).version
     first = staged(tmp_path / "2", "a.parquet", rows(("A", 3), load_id="2.5"))
-    store.commit(TABLE, "2.5", [first], manifest("A"), {"rows": {"A": 3}}, base)
+    store.commit(LoadCommit(TABLE, "2.5", [first], manifest("A"), {"rows": {"A": 3}}, base))
     second = staged(tmp_path / "3", "a.parquet", rows(("A", 4), load_id="3.5"))
     with pytest.raises(StateMovedError, match=TABLE):
-        store.commit(TABLE, "3.5", [second], manifest("A"), {"rows": {"A": 4}}, base)
+        store.commit(LoadCommit(TABLE, "3.5", [second], manifest("A"), {"rows": {"A": 4}}, base))
     assert table(store) == sorted_rows(rows(("A", 3), load_id="2.5"))
     assert store.read_state(TABLE).state == {"rows": {"A": 3}}
     assert store.read_state(TABLE).version == "2.5"
@@ -302,6 +302,7 @@ def test_a_full_refresh_replaces_every_file_and_recovers_a_damaged_state(tmp_pat
     with pytest.raises(Exception, match="--full-refresh"):
         store.read_state(TABLE)
     fresh = staged(tmp_path / "2", "c.parquet", rows(("C", 2), load_id="2.5"))
-    store.commit(TABLE, "2.5", [fresh], manifest("C"), {"rows": {"C": 2}}, "damaged", True)
+    rebuild = LoadCommit(TABLE, "2.5", [fresh], manifest("C"), {"rows": {"C": 2}}, "damaged", True)
+    store.commit(rebuild)
     assert table(store) == sorted_rows(rows(("C", 2), load_id="2.5"))
     assert store.read_state(TABLE).state == {"rows": {"C": 2}}

@@ -21,7 +21,7 @@ from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.loading.source import MANIFEST_KEY
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.state.work import Work
-from edxorg_s3_ingest.stores import TableStore
+from edxorg_s3_ingest.stores import LoadCommit, TableStore
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
 
@@ -81,13 +81,15 @@ class Consolidator:
             self.store.append_rejects(table, load_id, rejects)
             crashpoint("complete.rejects")
         self.store.commit(
-            destination_table(table),
-            load_id,
-            staged,
-            courses,
-            self.work.state,
-            self.work.stored.version,
-            self.work.full_refresh,
+            LoadCommit(
+                destination_table(table),
+                load_id,
+                staged,
+                courses,
+                self.work.state,
+                self.work.stored.version,
+                self.work.full_refresh,
+            )
         )
         self.committed = True
         self.report.courses_replaced += len(courses)

@@ -3,11 +3,38 @@
 Both hold the tables AND each table's incremental state (table_state.py), committed together.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.state.table_state import StoredState
+from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState
+
+
+@dataclass(frozen=True)
+class LoadCommit:
+    """What one load commits to its table, at once: each course in `courses` holds exactly its
+    rows in `staged` (`full_refresh`: the table holds exactly `staged`), and the table's state
+    becomes `state`; only if the table is still at version `base`, the one the load planned
+    from."""
+
+    table_name: str
+    load_id: str
+    staged: list[Path]
+    courses: dict
+    state: dict
+    base: str | int | None
+    full_refresh: bool = False
+
+    def already_done(self, found: str | int | None, last_load_id: str | None) -> bool:
+        """False when the table is at `base` (commit); True when this very load made the
+        table's last commit (a commit done again: nothing to do); else StateMovedError: another
+        run moved the table on."""
+        if found == self.base:
+            return False
+        if last_load_id == self.load_id:
+            return True
+        raise StateMovedError(self.table_name, self.base, found)
 
 
 class TableStore(Protocol):
@@ -25,19 +52,8 @@ class TableStore(Protocol):
     def recover(self, table_name: str) -> None:
         """Finishes or undoes a commit that a kill interrupted, if the store has such a thing."""
 
-    def commit(
-        self,
-        table_name: str,
-        load_id: str,
-        staged: list[Path],
-        courses: dict,
-        state: dict,
-        base: str | int | None,
-        full_refresh: bool = False,
-    ) -> None:
-        """Makes each course in `courses` hold exactly its rows in `staged` (`full_refresh`:
-        the table hold exactly `staged`) and saves `state`, in one commit, if the table is
-        still at version `base`; else raises table_state.StateMovedError."""
+    def commit(self, load: LoadCommit) -> None:
+        """Commits the load, or raises StateMovedError and changes nothing."""
 
     def append_rejects(self, table: str, load_id: str, staged: list[Path]) -> None:
         """Adds the rejected rows of one edX table's load, replacing any earlier rejects of the

@@ -72,6 +72,7 @@ from edxorg_s3_ingest.landing.aws import (
 )
 from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
+from edxorg_s3_ingest.stores import LoadCommit
 from edxorg_s3_ingest.stores.iceberg_files import data_files
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
@@ -224,22 +225,19 @@ class IcebergStore:
         """Nothing to do: an Iceberg commit is atomic (a killed one left unreferenced files at
         most, which table maintenance removes)."""
 
-    def commit(
-        self,
-        table_name: str,
-        load_id: str,
-        staged: list[Path],
-        courses: dict,
-        state: dict,
-        base: int | None,
-        full_refresh: bool = False,
-    ) -> None:
-        """ONE snapshot: each course in `courses` holds exactly its rows in `staged` (with
-        `full_refresh`, the table holds exactly `staged`, its columns reset to the load's), and
-        the snapshot's summary points to `state`, written beside the tables first. Committed
-        only if the table's current snapshot is still `base`, the one the run planned from:
-        checked here and again by pyiceberg's commit (Glue's optimistic lock), otherwise
+    def commit(self, load: LoadCommit) -> None:
+        """ONE snapshot: the load's rows in, its courses' earlier files out (a full refresh:
+        every earlier file, the columns reset to the load's), and the snapshot's summary
+        pointing to the load's state, written beside the tables first. Committed only if the
+        table's current snapshot is still `load.base`, the one the run planned from: checked
+        here and again by pyiceberg's commit (Glue's optimistic lock), otherwise
         StateMovedError and nothing changes."""
+        table_name, load_id, staged, courses = (
+            load.table_name,
+            load.load_id,
+            load.staged,
+            load.courses,
+        )
         headers = [column for entry in courses.values() for column in entry["columns"]]
         columns = _columns(staged, headers, LINEAGE)
         with self._explained(f"committing {table_name}"):
@@ -251,20 +249,18 @@ class IcebergStore:
                 table = self._load(table_name)
             current = table.current_snapshot()
             found = current.snapshot_id if current else None
-            if found != base:
-                if current is not None and _summary(current).get(LOAD_ID) == load_id:
-                    log.info("%s: load %s is already in the table", table_name, load_id)
-                    return
-                raise StateMovedError(table_name, base, found)
+            if load.already_done(found, _summary(current).get(LOAD_ID) if current else None):
+                log.info("%s: load %s is already in the table", table_name, load_id)
+                return
             marker = {
                 LOAD_ID: load_id,
-                OPERATION: "rebuild" if full_refresh else "replace-courses",
-                STATE: self._save_state(table, table_name, load_id, state),
+                OPERATION: "rebuild" if load.full_refresh else "replace-courses",
+                STATE: self._save_state(table, table_name, load_id, load.state),
             }
             crashpoint("iceberg.state_written")
             try:
                 with table.transaction() as transaction:
-                    if full_refresh:
+                    if load.full_refresh:
                         _reset_columns(transaction, columns)
                         condition, deleted = AlwaysTrue(), self._files(table)
                     else:
@@ -275,7 +271,7 @@ class IcebergStore:
                     self._commit(transaction, table, condition, deleted, batches, marker)
                     crashpoint("iceberg.before_commit")
             except CommitFailedException as error:
-                raise StateMovedError(table_name, base, "a newer snapshot") from error
+                raise StateMovedError(table_name, load.base, "a newer snapshot") from error
             crashpoint("iceberg.committed")
 
     def _save_state(self, table: Table, table_name: str, load_id: str, state: dict) -> str:

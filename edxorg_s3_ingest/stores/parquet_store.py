@@ -45,7 +45,8 @@ import pyarrow.parquet as pq
 
 from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.reading.lineage import empty_course_schema, single_course
-from edxorg_s3_ingest.state.table_state import DamagedStateError, StateMovedError, StoredState
+from edxorg_s3_ingest.state.table_state import DamagedStateError, StoredState
+from edxorg_s3_ingest.stores import LoadCommit
 from edxorg_s3_ingest.stores.parquet_state import (
     JOURNAL,
     PARTIAL,
@@ -116,19 +117,9 @@ class ParquetStore:
             with locked(table_dir):
                 self._recover(table_dir)
 
-    def commit(
-        self,
-        table_name: str,
-        load_id: str,
-        staged: list[Path],
-        courses: dict,
-        state: dict,
-        base: str | None,
-        full_refresh: bool = False,
-    ) -> None:
-        """Makes each course in `courses` hold exactly its rows in `staged` (with
-        `full_refresh`, the table hold exactly `staged`) and saves `state` beside them, if the
-        table is still at `base`; otherwise raises StateMovedError and changes nothing.
+    def commit(self, load: LoadCommit) -> None:
+        """Commits the load (the state saved beside its rows) if the table is still at
+        `load.base`; otherwise raises StateMovedError and changes nothing.
 
         A commit is journaled (JOURNAL): its new files are written first, all named after the
         load; then the journal lists the files it replaces and the new state, and only then
@@ -136,43 +127,43 @@ class ParquetStore:
         commit (the load's files deleted), a kill after it is finished (the deletions done):
         either way no run needs anything of the killed run's working area.
         """
-        table_dir = self.data_dir / table_name
+        table_dir = self.data_dir / load.table_name
         table_dir.mkdir(parents=True, exist_ok=True)
         with locked(table_dir):
             try:
                 self._recover(table_dir)
-                found = self.read_state(table_name).version
+                found = self.read_state(load.table_name).version
             except DamagedStateError:
-                if not full_refresh:
+                if not load.full_refresh:
                     raise
                 (table_dir / JOURNAL).unlink(missing_ok=True)  # a rebuild replaces every file
-                found = base
-            if found != base:
-                if found == load_id:
-                    return
-                raise StateMovedError(table_name, base, found)
-            write_json(table_dir / JOURNAL, {"load_id": load_id, "phase": "write"})
+                found = load.base
+            if load.already_done(found, found):
+                return
+            write_json(table_dir / JOURNAL, {"load_id": load.load_id, "phase": "write"})
             crashpoint("store.journaled")
-            replaced = set(courses)
-            earlier = self._write(table_dir, table_name, load_id, staged, courses, full_refresh)
+            earlier = self._write(table_dir, load)
             crashpoint("store.written")
-            doomed = _published_files(table_dir, earlier, replaced, load_id, full_refresh)
-            journal = {"load_id": load_id, "phase": "delete", "delete": doomed, "state": state}
+            doomed = _published_files(table_dir, earlier, load)
+            journal = {
+                "load_id": load.load_id,
+                "phase": "delete",
+                "delete": doomed,
+                "state": load.state,
+            }
             write_json(table_dir / JOURNAL, journal)
             crashpoint("store.before_delete")
             self._finish(table_dir, journal)
 
-    def _write(
-        self,
-        table_dir: Path,
-        table_name: str,
-        load_id: str,
-        staged: list[Path],
-        courses: dict,
-        full_refresh: bool,
-    ) -> list[str]:
+    def _write(self, table_dir: Path, load: LoadCommit) -> list[str]:
         """Publishes the load's files; returns the earlier packs rewritten without the
         replaced courses (their rows of other courses are in this load's files now)."""
+        table_name, load_id, staged, courses = (
+            load.table_name,
+            load.load_id,
+            load.staged,
+            load.courses,
+        )
         ours = f"{load_id}."
         replaced = set(courses)
         written: list[Path] = []
@@ -203,7 +194,7 @@ class ParquetStore:
                 pq.write_table(empty_course_schema(entry["columns"]).empty_table(), target)
                 written.append(target)
         earlier = []
-        if replaced and not full_refresh:
+        if replaced and not load.full_refresh:
             packs = self._pack_courses(table_dir)
             earlier = [n for n in packs if not n.startswith(ours) and packs[n] & replaced]
         for name in earlier:
@@ -339,18 +330,16 @@ def _write_without(source: Path, courses: set[str], target: Path) -> bool:
     return bool(rows)
 
 
-def _published_files(
-    table_dir: Path, packs: list[str], replaced: set[str], load_id: str, full_refresh: bool
-) -> list[str]:
+def _published_files(table_dir: Path, packs: list[str], load: LoadCommit) -> list[str]:
     """The files a commit replaces, relative to the table folder: the replaced courses'
-    folders' files and the earlier packs that held them; with `full_refresh`, every file not
+    folders' files and the earlier `packs` that held them; with a full refresh, every file not
     of this load."""
-    ours = f"{load_id}."
-    if full_refresh:
+    ours = f"{load.load_id}."
+    if load.full_refresh:
         paths = [path for path in _all_files(table_dir) if path.endswith(PARQUET)]
     else:
         paths = [str(table_dir / name) for name in packs]
-        for course in replaced:
+        for course in load.courses:
             with suppress(FileNotFoundError), os.scandir(table_dir / course_folder(course)) as it:
                 paths.extend(entry.path for entry in it)
     return sorted(
