@@ -162,6 +162,27 @@ def test_unknown_table_is_a_usage_error():
     assert "unknown table(s): nope" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--tables", ""),
+        ("--tables", " , "),
+        ("--bucket-url", ""),
+        ("--bucket-url", "s3://"),
+        ("--bucket-url", "://x"),
+        ("--data-dir", ""),
+        ("--pipelines-dir", " "),
+        ("--workers", "0"),
+        ("--workers", ""),
+    ],
+)
+def test_empty_or_malformed_flag_values_are_usage_errors(args):
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2
+    assert f"argument {args[0]}:" in result.stderr
+    assert result.stdout == ""
+
+
 def test_unknown_environment_is_a_clear_error():
     result = run_cli("--tables", "auth_user", env={"DAGSTER_ENVIRONMENT": "staging"}, check=False)
     assert result.returncode == 2
