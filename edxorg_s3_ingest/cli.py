@@ -142,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             on_start=progress.begin,
             on_done=progress.done,
             on_log=progress.log,
+            on_wait=progress.wait,
         )
     if args.json:
         print(json.dumps(run.as_dict(), indent=2, default=str))
-    else:
+    elif not run.not_started:  # then the error below is all there is to say
         print(summary(run))
     if run.error:
         print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)
