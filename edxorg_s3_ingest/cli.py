@@ -20,9 +20,12 @@ environment:
   Settings also come from .dlt/config.toml or SOURCES__EDXORG_S3__BUCKET_URL,
   EDXORG_S3_INGEST__DATA_DIR and EDXORG_S3_INGEST__PIPELINES_DIR (a flag wins).
 
+The landing zone is checked once before any table starts: when it cannot be listed
+(no answer, no credentials, a missing bucket or folder) the run ends with one message.
+
 exit status: 0 when every table loaded (or was unchanged, or had no prod files); 1 when a table
-failed, or when no requested table has any prod file (wrong bucket or prefix?); 2 for a usage or
-configuration error.
+failed, the landing zone cannot be listed, or no requested table has any prod file (wrong bucket
+or prefix?); 2 for a usage or configuration error (an empty or malformed flag value too).
 """
 
 
