@@ -20,9 +20,12 @@ environment:
   Settings also come from .dlt/config.toml or SOURCES__EDXORG_S3__BUCKET_URL,
   EDXORG_S3_INGEST__DATA_DIR and EDXORG_S3_INGEST__PIPELINES_DIR (a flag wins).
 
+The landing zone is checked once before any table starts: when it cannot be listed
+(no answer, no credentials, a missing bucket or folder) the run ends with one message.
+
 exit status: 0 when every table loaded (or was unchanged, or had no prod files); 1 when a table
-failed, or when no requested table has any prod file (wrong bucket or prefix?); 2 for a usage or
-configuration error.
+failed, the landing zone cannot be listed, or no requested table has any prod file (wrong bucket
+or prefix?); 2 for a usage or configuration error (an empty or malformed flag value too).
 """
 
 
@@ -42,6 +45,33 @@ def worker_number(text: str) -> int:
     return number
 
 
+def table_list(text: str) -> list[str]:
+    # `--tables ""` (an unset shell variable) once loaded all 44 tables: only an absent flag
+    # means every table.
+    if not text.strip(" ,"):
+        raise argparse.ArgumentTypeError("needs at least one table name, e.g. --tables auth_user")
+    try:
+        return parse_table_list(text)
+    except UnknownTableError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def landing_zone_url(text: str) -> str:
+    text = non_empty(text)
+    scheme, separator, rest = text.partition("://")
+    if separator and not scheme:
+        raise argparse.ArgumentTypeError(f"{text!r} has no scheme before '://'")
+    if separator and scheme in ("s3", "s3a") and not rest.split("/", 1)[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} names no bucket (s3://<bucket>/<prefix>)")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
         prog="edxorg-s3-ingest",
@@ -49,16 +79,24 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cli.add_argument("--tables", help="comma-separated edX tables to load (default: all 44)")
+    cli.add_argument(
+        "--tables",
+        type=table_list,
+        help="comma-separated edX tables to load (default: all 44)",
+    )
     cli.add_argument(
         "--bucket-url",
+        type=landing_zone_url,
         help="landing zone root holding db_table/ (default: sources.edxorg_s3.bucket_url in "
         ".dlt/config.toml, else the sample landing zone in dev, the production bucket in qa "
         "and production)",
     )
-    cli.add_argument("--data-dir", help="dev: where the Parquet tables go (default .dlt/data)")
+    cli.add_argument(
+        "--data-dir", type=non_empty, help="dev: where the Parquet tables go (default .dlt/data)"
+    )
     cli.add_argument(
         "--pipelines-dir",
+        type=non_empty,
         help="dlt's working area, emptied by each load (default .dlt/pipelines); each table's "
         "state is kept with the table",
     )
@@ -89,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_tables:
         print("\n".join(TABLES))
         return 0
-    try:
-        tables = parse_table_list(args.tables)
-    except UnknownTableError as error:
-        print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
-        return 2
+    tables = args.tables or list(TABLES)
     workers = worker_count(args.workers, len(tables))
     try:
         settings = Settings.resolve(args.bucket_url, args.data_dir, args.pipelines_dir)
@@ -111,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             on_start=progress.begin,
             on_done=progress.done,
             on_log=progress.log,
+            on_wait=progress.wait,
         )
     if args.json:
         print(json.dumps(run.as_dict(), indent=2, default=str))
-    else:
+    elif not run.not_started:  # then the error below is all there is to say
         print(summary(run))
     if run.error:
         print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)

@@ -1,7 +1,10 @@
 """What a run did, per table (SPEC §6): the CLI summary, `--json` and Dagster metadata."""
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
+
+from edxorg_s3_ingest.tables import destination_table
 
 PROGRESS_FIELDS = (
     "status",
@@ -11,6 +14,7 @@ PROGRESS_FIELDS = (
     "rows_loaded",
     "rows_rejected",
     "bytes_read",
+    "_s3_note",
 )
 
 
@@ -37,6 +41,8 @@ class TableReport:
     changed before it was read."""
     error: str | None = None
     misplaced_files: list[str] = field(default_factory=list)
+    _s3_note: str | None = field(default=None, repr=False)
+    """While a request of the table's load waits to be retried: `S3 not answering ...`."""
     _started: float = field(default=0.0, repr=False)
     """`time.monotonic()` when the table started, in the process that loads it. A report pickles
     whole (worker processes send theirs to the CLI), this field too."""
@@ -73,6 +79,18 @@ class TableReport:
     def as_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if not key.startswith("_")}
 
+    @property
+    def shared_error(self) -> str | None:
+        """The error with the table's names (its own, its destination's, its pipeline's) as
+        `<table>`: equal for tables that failed for one reason, which is then said once."""
+        if self.error is None:
+            return None
+        text = self.error
+        for name in (destination_table(self.table), f"edxorg_s3__{self.table}", self.table):
+            # Not inside a longer name: `course` is part of `course_structure`.
+            text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", "<table>", text)
+        return text
+
 
 @dataclass
 class RunReport:
@@ -82,10 +100,20 @@ class RunReport:
     """A run-level error, such as no prod files for any requested table (SPEC §6)."""
     unknown_table_folders: list[str] = field(default_factory=list)
     """Folders under db_table/ that are not tables this loader knows: never read."""
+    not_started: bool = False
+    """The landing zone could not be listed: no table was started, `error` says why."""
 
     @property
     def ok(self) -> bool:
         return self.error is None and all(report.ok for report in self.tables.values())
+
+    def failures(self) -> dict[str, list[str]]:
+        """Each error (as `TableReport.shared_error`) and the failed tables that met it."""
+        grouped: dict[str, list[str]] = {}
+        for report in self.tables.values():
+            if not report.ok:
+                grouped.setdefault(report.shared_error or report.status, []).append(report.table)
+        return grouped
 
     def as_dict(self) -> dict:
         totals = {

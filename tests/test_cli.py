@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -162,6 +164,27 @@ def test_unknown_table_is_a_usage_error():
     assert "unknown table(s): nope" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--tables", ""),
+        ("--tables", " , "),
+        ("--bucket-url", ""),
+        ("--bucket-url", "s3://"),
+        ("--bucket-url", "://x"),
+        ("--data-dir", ""),
+        ("--pipelines-dir", " "),
+        ("--workers", "0"),
+        ("--workers", ""),
+    ],
+)
+def test_empty_or_malformed_flag_values_are_usage_errors(args):
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2
+    assert f"argument {args[0]}:" in result.stderr
+    assert result.stdout == ""
+
+
 def test_unknown_environment_is_a_clear_error():
     result = run_cli("--tables", "auth_user", env={"DAGSTER_ENVIRONMENT": "staging"}, check=False)
     assert result.returncode == 2
@@ -199,3 +222,23 @@ def test_default_data_dir_is_dot_dlt_data_under_the_working_directory(tmp_path):
     run_cli("--tables", "teams", cwd=tmp_path, env={"PYTHONPATH": os.getcwd()})
     assert list((tmp_path / ".dlt" / "data" / destination_table("teams")).rglob("*.parquet"))
     assert (tmp_path / ".dlt" / "pipelines" / "edxorg_s3__teams").is_dir()
+
+
+def test_settings_are_read_as_dlt_reads_them_without_dlt(tmp_path, monkeypatch):
+    """The environment variable, then .dlt/secrets.toml, then .dlt/config.toml; dlt is not
+    imported for it (a subprocess: this one has dlt imported already)."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(
+        '[sources.edxorg_s3]\nbucket_url = "from-config"\n'
+        '[edxorg_s3_ingest]\ndata_dir = "config-data"\npipelines_dir = "config-pipes"\n'
+    )
+    (tmp_path / ".dlt" / "secrets.toml").write_text('[edxorg_s3_ingest]\ndata_dir = "secret"\n')
+    code = (
+        "import sys; from edxorg_s3_ingest.settings import Settings; s = Settings.resolve(); "
+        "print(s.bucket_url, s.data_dir, s.pipelines_dir, 'dlt' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "EDXORG_S3_INGEST__PIPELINES_DIR": "env"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["from-config", "secret", "env", "False"], result.stderr

@@ -439,8 +439,9 @@ def test_transient_lake_faults_are_retried(lake, proxy, tmp_path, request):
 
 
 def test_denied_lake_fails_before_the_landing_zone_is_read(lake, proxy, tmp_path, request):
-    """store.preflight(): the lake bucket refuses everything; the run fails naming it, without
-    one request to the landing bucket, and writes nothing to Glue."""
+    """store.preflight(): the lake bucket refuses everything; the run fails naming it, with no
+    request to the landing bucket but the landing zone's one check (a listing of db_table/,
+    before any table), and writes nothing to Glue."""
     proxy.add(
         Rule("error", bucket="ol-data-lake-raw-qa", status=403, code="AccessDenied", times=None)
     )
@@ -462,7 +463,8 @@ def test_denied_lake_fails_before_the_landing_zone_is_read(lake, proxy, tmp_path
         assert (
             "access denied (AccessDenied) using the lake s3://ol-data-lake-raw-qa/edxorg" in error
         )
-    assert proxy.count(service="s3", bucket=LANDING_BUCKET) == 0
+    assert proxy.count(service="s3", bucket=LANDING_BUCKET) == 1
+    assert proxy.count(service="s3", bucket=LANDING_BUCKET, listing=True) == 1
     with pytest.raises(lake.client("glue").exceptions.EntityNotFoundException):
         lake.client("glue").get_table(DatabaseName=QA_DATABASE, Name=destination_table("teams"))
     record(

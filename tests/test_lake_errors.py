@@ -71,14 +71,28 @@ def failing_run(env: dict, bucket_url: str, tmp_path, environment: str = "qa") -
     return report["tables"]["teams"]
 
 
+def landing_zone_error(env: dict, bucket_url: str, tmp_path, environment: str = "dev") -> str:
+    """The run's one error when the landing zone's check, before any table, fails: the table
+    is reported as not started."""
+    env = {**env, "DAGSTER_ENVIRONMENT": environment}
+    pipelines = tmp_path / "pipelines"
+    result = run_loads(
+        env, "--tables", "teams", "--bucket-url", bucket_url, "--pipelines-dir", str(pipelines)
+    )
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    report = report_of(result)
+    assert report["ok"] is False and report["failed_tables"] == ["teams"]
+    assert report["tables"]["teams"]["error"].startswith("not started")
+    assert result.stderr.count("edxorg-s3-ingest:") == 1 and report["error"] in result.stderr
+    return report["error"]
+
+
 def test_no_credentials_for_the_landing_zone(moto, baseline, tmp_path):  # noqa: F811
     env = moto.env(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None)
-    report = failing_run(env, BUCKET_URL, tmp_path, environment="dev")
-    assert report["error"].startswith(
-        "LandingZoneError: no AWS credentials found listing the landing zone "
-        f"{BUCKET_URL}/db_table/teams/prod"
-    )
-    assert "AWS_PROFILE" in report["error"] and "IRSA" in report["error"]
+    error = landing_zone_error(env, BUCKET_URL, tmp_path)
+    assert error.startswith(f"no AWS credentials found listing the landing zone {BUCKET_URL}")
+    assert "AWS_PROFILE" in error and "IRSA" in error
     assert lake_state(moto) == baseline
 
 
@@ -96,11 +110,9 @@ def test_no_credentials_for_the_lake(moto, baseline, local_landing, tmp_path):  
 def test_wrong_credentials_for_the_landing_zone(moto, baseline, tmp_path):  # noqa: F811
     code = "InvalidAccessKeyId"
     with refusing_aws(s3_code=code) as endpoint:
-        report = failing_run(
-            moto.env(AWS_ENDPOINT_URL=endpoint), BUCKET_URL, tmp_path, environment="dev"
-        )
-    assert f"AWS rejected the credentials ({code}) listing the landing zone" in report["error"]
-    assert "AWS_ACCESS_KEY_ID" in report["error"]
+        error = landing_zone_error(moto.env(AWS_ENDPOINT_URL=endpoint), BUCKET_URL, tmp_path)
+    assert f"AWS rejected the credentials ({code}) listing the landing zone" in error
+    assert "AWS_ACCESS_KEY_ID" in error
     assert lake_state(moto) == baseline
 
 
@@ -117,13 +129,10 @@ def test_wrong_credentials_for_glue(moto, baseline, local_landing, tmp_path):  #
 
 def test_access_denied_to_the_landing_bucket(moto, baseline, tmp_path):  # noqa: F811
     with refusing_aws() as endpoint:
-        report = failing_run(
-            moto.env(AWS_ENDPOINT_URL_S3=endpoint), BUCKET_URL, tmp_path, environment="dev"
-        )
-    assert (
-        f"access denied (AccessDenied) listing the landing zone {BUCKET_URL}/db_table/teams/prod"
-    ) in report["error"]
-    assert f"needs s3:ListBucket on s3://{LANDING_BUCKET}" in report["error"]
+        error = landing_zone_error(moto.env(AWS_ENDPOINT_URL_S3=endpoint), BUCKET_URL, tmp_path)
+    assert f"access denied (AccessDenied) listing the landing zone {BUCKET_URL}" in error
+    assert f"needs s3:ListBucket on s3://{LANDING_BUCKET}" in error
+    assert f"endpoint {endpoint} (AWS_ENDPOINT_URL_S3)" in error
     assert lake_state(moto) == baseline
 
 
@@ -149,9 +158,9 @@ def test_access_denied_by_glue(moto, baseline, local_landing, tmp_path):  # noqa
 
 
 def test_missing_landing_bucket(moto, baseline, tmp_path):  # noqa: F811
-    report = failing_run(moto.env(), "s3://no-such-landing/edx", tmp_path)
-    assert "the bucket s3://no-such-landing does not exist" in report["error"]
-    assert "--bucket-url" in report["error"]
+    error = landing_zone_error(moto.env(), "s3://no-such-landing/edx", tmp_path, "qa")
+    assert "the bucket s3://no-such-landing does not exist" in error
+    assert "--bucket-url" in error
     assert lake_state(moto) == baseline
 
 

@@ -10,13 +10,11 @@ import os
 import pickle
 import pty
 import re
-import select
 import shutil
 import struct
 import subprocess
 import sys
 import termios
-import time
 from pathlib import Path
 
 import dlt
@@ -28,6 +26,7 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 from conftest import REPO, SAMPLE, run_cli
 from landing import Landing
 from oracle import canonical, table_rows
+from terminal import Screen
 from test_crash import Pause
 
 SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
@@ -368,7 +367,7 @@ def test_terminal_shows_the_running_tables(tmp_path):
         line = screen.wait_for(r"1 running: teams \d+/\d+ files [\d.]+ MB; 3/4 done")
         assert worker.isdigit() and "\n" not in line
         pause.resume()
-        screen.wait_for(r"\[4/4\] teams: loaded 3 files, \d+ rows, 1 rejected")
+        screen.wait_for(r"\[4/4\] teams: loaded, 3 of 3 files loaded, \d+ rows loaded, 1 rejected")
         screen.read_to_end()
         assert process.wait(timeout=300) == 0
     finally:
@@ -376,52 +375,9 @@ def test_terminal_shows_the_running_tables(tmp_path):
             process.kill()
         os.close(controller)
     for table in SOME:
-        assert re.search(rf"\[\d/4\] {table}: loaded ", screen.text)
+        assert re.search(rf"\[\d/4\] {table}: loaded, ", screen.text)
     summary = (tmp_path / "stdout").read_text()
     assert "4 of 4 table(s) ok (dev environment)" in summary
-
-
-class Screen:
-    """What the CLI writes to its terminal (the controller side of a pty), read as it comes."""
-
-    def __init__(self, controller: int, process: subprocess.Popen) -> None:
-        self.controller = controller
-        self.process = process
-        self.text = ""
-
-    def _read(self, timeout: float) -> bool:
-        """Reads what is there within `timeout`; False once the terminal is closed."""
-        ready, _, _ = select.select([self.controller], [], [], timeout)
-        if not ready:
-            return True
-        try:
-            chunk = os.read(self.controller, 65536)
-        except OSError:  # EIO: every process writing to it has ended
-            return False
-        self.text += chunk.decode(errors="replace")
-        return bool(chunk)
-
-    def wait_for(self, pattern: str, limit: float = 300.0) -> str:
-        """The first line (between redraws) that matches `pattern`; fails if the CLI ends
-        first, or after `limit` seconds (a guard against hanging, not a synchronisation)."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            for line in re.split(r"[\r\n]", self.text):
-                if re.search(pattern, line):
-                    return line
-            if not self._read(1.0) or self.process.poll() is not None:
-                break
-        raise AssertionError(f"{pattern!r} never shown; the terminal got:\n{self.text[-3000:]}")
-
-    def read_to_end(self, limit: float = 300.0) -> None:
-        """Everything until the CLI has ended and written nothing more."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and self._read(0.2):
-            if (
-                self.process.poll() is not None
-                and not select.select([self.controller], [], [], 0)[0]
-            ):
-                return
 
 
 # -- interfaces -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ module: a run over a local landing zone with nothing new never loads them."""
 
 import functools
 import os
+import threading
 from collections.abc import Iterator
 
 DEFAULT_REGION = "us-east-1"
@@ -122,12 +123,51 @@ def redact(text: str) -> str:
     return text
 
 
-@functools.cache
-def _s3_client(_environment: tuple):
+_RETRYING: dict[int, str] = {}
+"""Per thread, the retry its S3 request is waiting for: what the live line shows."""
+
+
+def s3_retry_note() -> str | None:
+    """`S3 not answering (<why>), retry <n>/<retries>` while some request of this process waits
+    to be retried, else None."""
+    notes = list(_RETRYING.values())
+    return notes[-1] if notes else None
+
+
+def _note_retry(attempts: int = 0, response=None, caught_exception=None, **_) -> None:
+    # botocore asks this after every attempt, the successful ones too: only an attempt that
+    # will be retried (a connection error, a 5xx, throttling) leaves a note.
+    reason = type(caught_exception).__name__ if caught_exception is not None else None
+    if reason is None and response is not None:
+        status = response[0].status_code
+        code = (response[1] or {}).get("Error", {}).get("Code")
+        if status >= 500 or code in THROTTLING:
+            reason = code or f"HTTP {status}"
+    retries = retry_policy()["total_max_attempts"] - 1
+    if reason is None or attempts > retries:
+        _RETRYING.pop(threading.get_ident(), None)
+    else:
+        _RETRYING[threading.get_ident()] = (
+            f"S3 not answering ({reason}), retry {attempts}/{retries}"
+        )
+
+
+def _request_ended(**_) -> None:
+    _RETRYING.pop(threading.get_ident(), None)
+
+
+def _session_and_region():
     import boto3
-    from botocore.config import Config
 
     session = boto3.Session()
+    return session, session.region_name or DEFAULT_REGION
+
+
+@functools.cache
+def _s3_client(_environment: tuple):
+    from botocore.config import Config
+
+    session, region = _session_and_region()
     # Resolved once here (creating the client would do it anyway); None when there are none.
     if (credentials := session.get_credentials()) is not None:
         _CREDENTIALS.append(credentials)
@@ -137,17 +177,69 @@ def _s3_client(_environment: tuple):
         read_timeout=60,
         max_pool_connections=16,
     )
-    return session.client(
-        "s3",
-        region_name=session.region_name or DEFAULT_REGION,
-        endpoint_url=s3_endpoint(),
-        config=config,
-    )
+    client = session.client("s3", region_name=region, endpoint_url=s3_endpoint(), config=config)
+    client.meta.events.register("needs-retry.s3", _note_retry)
+    client.meta.events.register("after-call.s3", _request_ended)
+    client.meta.events.register("after-call-error.s3", _request_ended)
+    return client
 
 
 def s3_client():
     """The process's S3 client for the current AWS settings (thread-safe)."""
     return _s3_client(aws_environment())
+
+
+CREDENTIAL_SOURCES = {
+    "env": "the environment (AWS_ACCESS_KEY_ID)",
+    "shared-credentials-file": "the shared credentials file",
+    "config-file": "the AWS config file",
+    "assume-role": "a role assumed by the AWS profile",
+    "assume-role-with-web-identity": "a web identity token (IRSA)",
+    "iam-role": "the instance's IAM role",
+    "container-role": "the container's role",
+    "sso": "AWS SSO",
+}
+"""botocore's names of where credentials came from, as a message says them."""
+
+CHECK_CONNECT_TIMEOUT = 5
+CHECK_READ_TIMEOUT = 10
+
+
+def s3_check_client():
+    """A client that tries each request once, with short timeouts (the caller retries: the
+    landing zone's check up front, landing/check.py), and where its requests go and with which
+    credentials, as `(client, what it tries)`: e.g. `endpoint http://127.0.0.1:9000
+    (AWS_ENDPOINT_URL), credentials from env`; never a credential value."""
+    from botocore.config import Config
+
+    session, region = _session_and_region()
+    credentials = session.get_credentials()
+    if credentials is not None:
+        _CREDENTIALS.append(credentials)
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=CHECK_CONNECT_TIMEOUT,
+        read_timeout=CHECK_READ_TIMEOUT,
+    )
+    client = session.client("s3", region_name=region, endpoint_url=s3_endpoint(), config=config)
+    endpoint_variable = next(
+        (name for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if os.environ.get(name)),
+        None,
+    )
+    endpoint = (
+        f"endpoint {client.meta.endpoint_url} ({endpoint_variable})"
+        if endpoint_variable
+        else f"endpoint {client.meta.endpoint_url} (AWS, region {region})"
+    )
+    if credentials is None:
+        source = "no credentials found (environment, AWS_PROFILE, config files, IAM role)"
+    else:
+        profile = os.environ.get("AWS_PROFILE")
+        method = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
+        source = f"credentials from {method}" + (
+            f" (AWS_PROFILE={profile})" if profile and credentials.method != "env" else ""
+        )
+    return client, f"{endpoint}, {source}"
 
 
 def is_s3(url: str) -> bool:

@@ -199,32 +199,6 @@ def _modified(info: dict) -> datetime:
     raise LandingZoneError(f"no modification time for {info.get('name')}")
 
 
-def unknown_table_folders(bucket_url: str, known: list[str]) -> list[str]:
-    """The folders under `db_table/` that are not tables this loader knows (one listing call;
-    they are never read). Empty when the landing zone cannot be listed: the tables' own
-    listings report that."""
-    root = f"{bucket_url.rstrip('/')}/{DB_TABLE}"
-    try:
-        if is_s3(root):
-            bucket, key = split_s3(root)
-            pages = s3_client().get_paginator("list_objects_v2")
-            names = [
-                entry["Prefix"][len(key) + 1 :].rstrip("/")
-                for page in pages.paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/")
-                for entry in page.get("CommonPrefixes", [])
-            ]
-        else:
-            fs, path = url_to_fs(root, **storage_options(root))
-            names = [
-                posixpath.basename(entry["name"].rstrip("/"))
-                for entry in (fs.ls(path, detail=True) if fs.exists(path) else [])
-                if entry.get("type") == "directory"
-            ]
-    except Exception:  # noqa: BLE001 - only a report; the tables' listings raise the error
-        return []
-    return sorted(set(names) - set(known))
-
-
 def is_local(url: str) -> bool:
     """Whether the URL is a local path (read in place, never copied)."""
     return "://" not in url or url.startswith("file://")

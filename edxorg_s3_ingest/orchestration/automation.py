@@ -1,4 +1,7 @@
-"""When the table assets run by themselves, and how they check their own data (SPEC §8)."""
+"""When the table assets run by themselves, and how they check their own data (SPEC §8).
+
+Texts shown in the UI (descriptions) are for a data engineer who has not read the SPEC: what is
+checked and what to do when it fails, never a SPEC section."""
 
 import dagster as dg
 
@@ -43,13 +46,34 @@ def table_of(key: dg.AssetKey) -> str:
 def table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     """The table's checks: rejected rows in its latest load (warn), reconciliation (error).
     Evaluated in the table's own step right after its load, or alone from that same step."""
+    table = table_of(key)
     return [
-        dg.AssetCheckSpec("rejected_rows", asset=key, description="No rows rejected (§6)."),
+        dg.AssetCheckSpec(
+            "rejected_rows",
+            asset=key,
+            description=(
+                f"Warns when the latest load of `{table}` rejected lines: a line whose number "
+                "of fields differs from the header's (not loaded), invalid UTF-8 (loaded with "
+                "U+FFFD in place of the bad bytes), a zero-byte file or a file without a header "
+                "(the course keeps its previous rows). Each is in `raw__edxorg__s3__rejected_"
+                "rows` with its file, line, reason and raw text:\n\n"
+                "SELECT reason, _dlt_file_path, _source_line, raw_line FROM "
+                f"raw__edxorg__s3__rejected_rows WHERE \"table\" = '{table}' ORDER BY "
+                "_dlt_file_path, _source_line;\n\nIf the export itself is wrong, ask for the "
+                "course to be exported again: its next load replaces the course's rows and "
+                "its rejects."
+            ),
+        ),
         dg.AssetCheckSpec(
             "reconciliation",
             asset=key,
-            description="The table holds exactly the rows read from each course's newest "
-            "prod file (§5).",
+            description=(
+                f"Fails when `{table}` does not hold exactly the rows of each course's newest "
+                "export, as the loader recorded them when it loaded them (the row counts are "
+                "in the check's metadata). That means the table was changed outside this "
+                "loader, or its files or state were damaged. Rebuild it from the landing zone: "
+                f"`edxorg-s3-ingest --tables {table} --full-refresh`."
+            ),
         ),
     ]
 

@@ -42,10 +42,16 @@ STORAGE_KIND = {"dev": "parquet", "qa": "iceberg", "production": "iceberg"}
 def describe_table(table: str) -> str:
     columns = known_columns().get(table)
     text = (
-        f"The edX `{table}` export of every course, consolidated: the rows of each course's "
-        f"newest prod file in the landing zone (`db_table/{table}/prod/`), as table "
-        f"`{destination_table(table)}`. Every source column is a string; lineage columns "
-        "`_course_id`, `_dlt_file_path`, `_dlt_file_modified`, `_source_line`, `_dlt_load_id`."
+        f"`{destination_table(table)}`: the edX.org `{table}` table of every course, as edX "
+        "exports it for research. Each course's rows are those of its newest export: a new "
+        "export of a course replaces that course's rows, older and `edge` exports are never "
+        f"loaded.\n\nSource: the TSV files under `db_table/{table}/prod/<course id>/` in the "
+        "edX landing zone (the upstream asset), one per course and export; this asset loads "
+        "the new ones when upstream exports land.\n\nColumns: those of the files' headers, "
+        "every one a string, as exported (cast them downstream, e.g. in dbt); plus "
+        "`_course_id`, `_dlt_file_path` (the file a row came from), `_dlt_file_modified`, "
+        "`_source_line` (its line in that file) and `_dlt_load_id`. Lines that could not be "
+        "loaded are in `raw__edxorg__s3__rejected_rows` (see the `rejected_rows` check)."
     )
     if columns:
         text += f"\n\nDocumented export columns: {', '.join(name for name, _, _ in columns)}."

@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import TextIO
 
+from edxorg_s3_ingest.landing.aws import s3_retry_note
 from edxorg_s3_ingest.report import RunReport, TableReport
 
 COLUMNS = (
@@ -19,7 +20,10 @@ COLUMNS = (
     ("courses", 8),
     ("MB", 9),
     ("seconds", 8),
+    ("table rows", 11),
 )
+"""`files`: seen in the landing zone; `loaded`: files read; `rows`: rows loaded; `table rows`:
+rows in the whole table after the run (the same numbers as each table's line and `--json`)."""
 
 
 class Progress:
@@ -47,6 +51,9 @@ class Progress:
         self.started = 0
         self.finished = 0
         self._positions: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
+        """Each error said so far (as `TableReport.shared_error`) and the first table with it."""
+        self._note: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._draw_loop, daemon=True)
@@ -78,6 +85,12 @@ class Progress:
             self.stream.write(f"{self._line(report, self.finished)}\n")
             self.stream.flush()
 
+    def wait(self, note: str | None) -> None:
+        """What the run is waiting for before any table starts (e.g. `S3 not answering ...`),
+        or None once it waits no more."""
+        with self._lock:
+            self._note = note
+
     def log(self, record: logging.LogRecord) -> None:
         """A worker's log record, handled here as this process's own, above the live line."""
         with self._lock:
@@ -99,14 +112,19 @@ class Progress:
 
     def _live_text(self) -> str:
         running = list(self.running.values())
+        notes = [self._note, s3_retry_note(), *(report._s3_note for report in running)]
+        note = next((note for note in notes if note), None)
         if not running:
-            return ""
-        if self.parallel:
+            text = note or ""
+        elif self.parallel:
             tables = ", ".join(_brief(report) for report in running)
             text = f"{len(running)} running: {tables}; {self.finished}/{self.total} done"
         else:
             (report,) = running[-1:]
             text = self._line(report, self._positions.get(report.table, 0))
+        if running and note:
+            # First, so that a line cut to the terminal's width still shows it.
+            text = f"{note}; {text}"
         # A line longer than the terminal wraps, and `\r` would then redraw only its last part.
         width = self._width() - 1
         return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
@@ -119,16 +137,24 @@ class Progress:
         return columns or shutil.get_terminal_size().columns  # 0: a terminal that never said
 
     def _line(self, report: TableReport, number: int) -> str:
-        files = f"{report.files_loaded}"
         if report.status == "running":
-            files += f"/{report.files_planned}"
+            files = f"running {report.files_loaded}/{report.files_planned} files"
+            rows = f"{report.rows_loaded:,} rows"
+        else:
+            files = f"{report.status}, {report.files_loaded} of {report.files_seen} files loaded"
+            rows = f"{report.rows_loaded:,} rows loaded"
         text = (
-            f"[{number}/{self.total}] {report.table}: {report.status} {files} files, "
-            f"{report.rows_loaded:,} rows, {report.rows_rejected:,} rejected, "
-            f"{report.bytes_read / 1e6:,.1f} MB, {report.elapsed:.1f}s"
+            f"[{number}/{self.total}] {report.table}: {files}, {rows}, "
+            f"{report.rows_rejected:,} rejected, {report.bytes_read / 1e6:,.1f} MB, "
+            f"{report.elapsed:.1f}s"
         )
+        if report.status != "running" and report.table_rows is not None:
+            text += f"; {report.table_rows:,} rows in the table"
         if report.error:
-            text += f"\n    error: {report.error}"
+            shared = report.shared_error or report.error
+            first = self._errors.setdefault(shared, report.table)
+            said = f"the same as {first}'s" if first != report.table else report.error
+            text += f"\n    error: {said}"
         return text
 
 
@@ -157,6 +183,7 @@ def summary(run: RunReport) -> str:
             report.courses_replaced,
             f"{report.bytes_read / 1e6:,.2f}",
             f"{report.seconds:.2f}",
+            "" if report.table_rows is None else f"{report.table_rows:,}",
         )
         lines.append(
             "".join(
@@ -164,13 +191,20 @@ def summary(run: RunReport) -> str:
             ).rstrip()
         )
     failed = [report for report in run.tables.values() if not report.ok]
-    for report in failed:
-        lines.append(f"FAILED {report.table}: {report.error}")
+    for error, tables in run.failures().items():
+        if len(tables) == 1:
+            (table,) = tables
+            lines.append(f"FAILED {table}: {run.tables[table].error}")
+        else:
+            lines.append(f"FAILED {len(tables)} tables ({', '.join(tables)}): {error}")
     if run.unknown_table_folders:
         names = ", ".join(repr(name) for name in run.unknown_table_folders)
         lines.append(f"ignored unknown table folders under db_table/ (never read): {names}")
-    lines.append(
-        f"{len(run.tables) - len(failed)} of {len(run.tables)} table(s) ok "
-        f"({run.environment} environment)"
-    )
+    where = f"({run.environment} environment)"
+    if failed:
+        lines.append(f"{len(failed)} of {len(run.tables)} table(s) failed {where}")
+    elif run.error:
+        lines.append(f"the run failed {where}: see the error below")
+    else:
+        lines.append(f"{len(run.tables)} of {len(run.tables)} table(s) ok {where}")
     return "\n".join(lines)

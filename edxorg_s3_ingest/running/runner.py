@@ -80,18 +80,26 @@ def load_tables(
     on_done: Callable[[TableReport], None] | None = None,
     workers: int | None = None,
     on_log: Callable[[logging.LogRecord], None] | None = None,
+    on_wait: Callable[[str | None], None] | None = None,
 ) -> RunReport:
     """Loads tables, `workers` at a time (default: one per CPU; 1: one after the other in this
-    process); a failed table does not stop the others.
+    process); a failed table does not stop the others. The landing zone is checked first, once
+    (landing/check.py): when it cannot be listed no table starts, every table is reported
+    failed and the run's error is the check's one message; `on_wait` gets its retries.
 
     `on_start` gets each table's report as it starts; with worker processes it is this
     process's copy, which the worker's progress updates. `on_done` gets each final report, in
     the order tables finish; `on_log` each log record of a worker (default: logged here).
     The run's report lists the tables in the requested order.
     """
-    from edxorg_s3_ingest.landing.listing import DB_TABLE, unknown_table_folders
+    from edxorg_s3_ingest.landing.check import table_folders
+    from edxorg_s3_ingest.landing.listing import DB_TABLE, LandingZoneError
 
     run = RunReport(settings.environment, {})
+    try:
+        folders = table_folders(settings.bucket_url, on_wait)
+    except LandingZoneError as error:
+        return _not_started(run, tables, str(error))
     # The bytes each table's load reads, when several tables load at once (their order).
     sizes: dict[str, int] | None = {} if worker_count(workers, len(tables)) > 1 else None
     reports = {} if full_refresh else _unchanged_tables(tables, settings, sizes)
@@ -114,9 +122,7 @@ def load_tables(
             if on_done:
                 on_done(reports[table])
     run.tables = {table: reports[table] for table in tables}
-    # Folders under db_table/ that no table reads: one listing, once some table could list.
-    listed = any(report.status != "failed" for report in run.tables.values())
-    unknown = unknown_table_folders(settings.bucket_url, TABLES) if listed else []
+    unknown = sorted(set(folders) - set(TABLES))
     if unknown:
         log.warning(
             "ignored %d unknown table folder(s) under %s/%s/ (not edX tables this loader knows; "
@@ -132,6 +138,16 @@ def load_tables(
             f"no prod files for any of the {len(tables)} requested table(s) under "
             f"{settings.bucket_url.rstrip('/')}/db_table/<table>/prod/: "
             "is the bucket URL or prefix right?"
+        )
+    return run
+
+
+def _not_started(run: RunReport, tables: list[str], error: str) -> RunReport:
+    run.error = error
+    run.not_started = True
+    for table in tables:
+        run.tables[table] = TableReport(
+            table, status="failed", error="not started: the landing zone could not be listed"
         )
     return run
 

@@ -19,6 +19,7 @@ from contextlib import suppress
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
+from edxorg_s3_ingest.landing.aws import s3_retry_note
 from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
 
@@ -333,6 +334,7 @@ def _load_sampled(table: str, settings: Settings, full_refresh: bool, send) -> T
     def sample(report: TableReport) -> None:
         last = None
         while not stop.wait(PROGRESS_INTERVAL):
+            report._s3_note = s3_retry_note()  # the CLI's live line shows this worker's wait
             progress = report.progress()
             if progress != last:
                 try:
