@@ -208,6 +208,8 @@ class ExportGenerator:
             return "0"
         if nullable and row % 3 == 2:
             return None
+        if column == "id" and table == "auth_user":
+            return str(user_id)
         if column == "id":
             return str(10_000 * (TABLES.index(table) + 1) + 100 * self.index + row + 1)
         if column in ("user_id", "owner_id", "author_id", "user_profile_id") or (
