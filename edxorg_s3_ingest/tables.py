@@ -52,6 +52,30 @@ TABLES: tuple[str, ...] = (
     "workflow_assessmentworkflowstep",
 )
 
+# The columns the upstream `edxorg_archive` step appends to every export it writes to the landing
+# zone (SPEC §2), with what they hold. Loaded like any other column; listed here for the docs
+# (asset column schema, dbt sources).
+UPSTREAM_COLUMNS: tuple[tuple[str, str], ...] = (
+    (
+        "extracted_course_key",
+        "The course id of the export's file name, e.g. MITx-6.002x-2012_Fall: the name of the "
+        "course folder, so always equal to _course_id.",
+    ),
+    ("extracted_course_organization", "The organization part of the course id, e.g. MITx."),
+    ("extracted_course_number", "The course number part of the course id, e.g. 6.002x."),
+    ("extracted_course_run", "The run part of the course id, e.g. 2012_Fall."),
+    (
+        "extracted_source_platform",
+        "edxorg_ plus the export's system: edxorg_prod here (edge files are never loaded).",
+    ),
+    (
+        "row_hash",
+        "SHA-256 (hex) of the export's own column values as edX printed them (NULL as the text "
+        "NULL, escapes undecoded), concatenated in file order, an empty field as ''; upstream's "
+        "deduplication key.",
+    ),
+)
+
 TABLE_PREFIX = "raw__edxorg__s3__tables__"
 REJECTS_TABLE = "raw__edxorg__s3__rejected_rows"
 

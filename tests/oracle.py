@@ -24,11 +24,25 @@ def unescape(value: str) -> str:
     return "".join(out)
 
 
+def export_fields(path: Path) -> list[list[str]]:
+    """The header and records of one export file, each a list of its raw fields (quoting
+    undone, edX escapes and `NULL` kept), by SPEC §2's per-file rule: quoted when the file
+    parses as well-formed quoted TSV (LF ends records), otherwise plain split on LF and tab."""
+    text = path.read_bytes().decode("utf-8")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
+        records = list(reader)
+        # An unquoted raw CR ends a record for the csv module: the counts then disagree.
+        if all(len(record) == len(records[0]) for record in records):
+            return records
+    except csv.Error:
+        pass
+    return [line.split("\t") for line in text.removesuffix("\n").split("\n")]
+
+
 def read_export(path: Path) -> list[dict]:
     """The rows of one export file as dicts of column -> value (None for NULL)."""
-    text = path.read_bytes().decode("utf-8")
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
-    header, data = rows[0], rows[1:]
+    header, *data = export_fields(path)
     return [
         {
             name: (None if value == "NULL" else unescape(value))

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import timedelta
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -75,6 +76,45 @@ def test_assets_carry_description_and_column_schema(definitions):
     assert spec.metadata["dagster/table_name"] == "raw__edxorg__s3__tables__auth_user"
 
 
+UPSTREAM = [
+    "extracted_course_key",
+    "extracted_course_organization",
+    "extracted_course_number",
+    "extracted_course_run",
+    "extracted_source_platform",
+    "row_hash",
+]
+
+
+def test_every_table_documents_the_upstream_columns_and_has_a_freshness_policy(definitions):
+    specs = [spec for spec in definitions.resolve_all_asset_specs() if spec.key in TABLE_KEYS]
+    assert len(specs) == len(TABLES)
+    for spec in specs:
+        columns = spec.metadata["dagster/column_schema"].columns
+        assert [column.name for column in columns][-6:] == UPSTREAM
+        assert "_course_id" in columns[-6].description
+        # defs.yaml: warn after a week without a load, fail after eight days.
+        assert spec.freshness_policy == dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=8), warn_window=timedelta(days=7)
+        )
+    # Tables without documented export columns still list the appended ones.
+    course = next(spec for spec in specs if spec.key.path[-1] == "course")
+    assert [c.name for c in course.metadata["dagster/column_schema"].columns] == UPSTREAM
+
+
+def test_qa_assets_name_the_glue_table(monkeypatch):
+    """In the lake the table a query names is `<glue database>.<table>` (README: The lake)."""
+    monkeypatch.setenv("DAGSTER_ENVIRONMENT", "qa")
+    from edxorg_s3_ingest.definitions import defs
+
+    specs = {spec.key: spec for spec in defs().resolve_all_asset_specs()}
+    for table in TABLES:
+        spec = specs[dg.AssetKey(["edxorg", "tables", table])]
+        name = spec.metadata["dagster/table_name"]
+        assert name == f"ol_warehouse_qa_raw.raw__edxorg__s3__tables__{table}"
+        assert spec.freshness_policy is not None and set(spec.kinds) == {"dlt", "iceberg"}
+
+
 def test_dg_list_defs_shows_exactly_the_table_assets_and_their_deps():
     result = dg_cli("list", "defs", "--json")
     assert result.returncode == 0, result.stderr
@@ -116,11 +156,12 @@ def test_materializing_an_asset_loads_its_table(tmp_path, monkeypatch, definitio
     ]
     assert materialization.asset_key == key
     metadata = materialization.metadata
-    assert metadata["rows_loaded"].value == 8
-    assert metadata["files_loaded"].value == 2
-    assert metadata["courses_replaced"].value == 2
+    # teams in the sample: 5 prod courses, one export of 4 rows each.
+    assert metadata["rows_loaded"].value == 20
+    assert metadata["files_loaded"].value == 5
+    assert metadata["courses_replaced"].value == 5
     assert metadata["destination"].value.endswith("data/raw__edxorg__s3__tables__teams")
-    assert metadata["dagster/row_count"].value == 8
+    assert metadata["dagster/row_count"].value == 20
     assert metadata["dlt_load_id"].value
     assert list((tmp_path / "data" / "raw__edxorg__s3__tables__teams").rglob("*.parquet"))
     checks = {
@@ -128,8 +169,8 @@ def test_materializing_an_asset_loads_its_table(tmp_path, monkeypatch, definitio
     }
     assert set(checks) == {"rejected_rows", "reconciliation"}
     assert checks["rejected_rows"].passed and checks["reconciliation"].passed
-    assert checks["reconciliation"].metadata["table_rows"].value == 8
-    assert checks["reconciliation"].metadata["rows_in_newest_files"].value == 8
+    assert checks["reconciliation"].metadata["table_rows"].value == 20
+    assert checks["reconciliation"].metadata["rows_in_newest_files"].value == 20
 
 
 def test_reconciliation_fails_when_the_table_holds_extra_rows(tmp_path, monkeypatch, definitions):
@@ -145,4 +186,4 @@ def test_reconciliation_fails_when_the_table_holds_extra_rows(tmp_path, monkeypa
     evaluation = reconciliation_result(Settings.resolve(), "teams", key)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert evaluation.metadata["table_rows"].value == 8 + pq.read_metadata(stray).num_rows
+    assert evaluation.metadata["table_rows"].value == 20 + pq.read_metadata(stray).num_rows

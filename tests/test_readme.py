@@ -38,9 +38,10 @@ def test_readme_queries_run_against_a_sample_load(tmp_path, monkeypatch):
     assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     first, count, joined, reasons = (duckdb.sql(block).fetchall() for block in blocks)
-    assert len(first) == 8
-    assert count == [(8,)]
-    # 4 users in each of the 2 sample courses, each enrolled once in their own course.
-    assert len(joined) == 8 and {courses for _, courses in joined} == {1}
-    assert ("honor", 1) in joined and ("username_2048", 1) in joined
+    assert len(first) == 10
+    assert count == [(20,)]
+    # 5 courses of 4 enrolled users each; 4 generated learners are in two of them.
+    assert joined[:4] == [("chen.wei", 2), ("dmitri_v", 2), ("esra.k", 2), ("fatima_z", 2)]
+    assert len(joined) == 10 and {courses for _, courses in joined[4:]} == {1}
+    assert ("ana_lima", 1) in joined
     assert reasons == [("auth_user", "ragged_line", 1)]

@@ -34,8 +34,8 @@ CHROMIUM_ARGS = [
 ]
 ASSET_PATH = "edxorg/tables/auth_user"
 OUTPUT = REPO / "test-output"
-# auth_user in the sample landing zone: 2 courses, one prod file of 4 rows each.
-EXPECTED_METADATA = {"rows_loaded": "8", "files_loaded": "2", "courses_replaced": "2"}
+# auth_user in the sample landing zone: 5 courses, one prod file of 4 rows each.
+EXPECTED_METADATA = {"rows_loaded": "20", "files_loaded": "5", "courses_replaced": "5"}
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ table's checks.
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 
 import dagster as dg
@@ -34,7 +35,7 @@ from edxorg_s3_ingest.orchestration.automation import (
 from edxorg_s3_ingest.orchestration.sensor import landing_zone_sensor
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.tables import TABLES, destination_table, known_columns
+from edxorg_s3_ingest.tables import TABLES, UPSTREAM_COLUMNS, destination_table, known_columns
 
 STORAGE_KIND = {"dev": "parquet", "qa": "iceberg", "production": "iceberg"}
 
@@ -58,15 +59,32 @@ def describe_table(table: str) -> str:
     return text
 
 
-def column_schema(table: str) -> dg.TableSchema | None:
-    columns = known_columns().get(table)
-    if not columns:
-        return None
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, type="string", description=f"{hint}. {note}".strip())
-            for name, hint, note in columns
-        ]
+def column_schema(table: str) -> dg.TableSchema:
+    documented = [
+        dg.TableColumn(name, type="string", description=f"{hint}. {note}".strip())
+        for name, hint, note in known_columns().get(table, [])
+    ]
+    appended = [
+        dg.TableColumn(name, type="string", description=f"Appended upstream: {text}")
+        for name, text in UPSTREAM_COLUMNS
+    ]
+    return dg.TableSchema(columns=documented + appended)
+
+
+def qualified_table_name(table: str, settings: Settings) -> str:
+    """The name a query uses: the Glue database's table in the lake; in dev there is no
+    catalog, only the table's folder of that name."""
+    if settings.environment == "dev":
+        return destination_table(table)
+    return f"{settings.glue_database}.{destination_table(table)}"
+
+
+def time_window(fail_hours: float, warn_hours: float | None = None) -> dg.FreshnessPolicy:
+    """`freshness_policy` in defs.yaml: a table not loaded for `warn_hours` warns, for
+    `fail_hours` fails."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=fail_hours),
+        warn_window=timedelta(hours=warn_hours) if warn_hours is not None else None,
     )
 
 
@@ -122,7 +140,7 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
 
     @classmethod
     def get_additional_scope(cls) -> Mapping[str, Any]:
-        return {"upstream_exports_landed": upstream_exports_landed()}
+        return {"upstream_exports_landed": upstream_exports_landed(), "time_window": time_window}
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if unknown := sorted(set(self.op_tags) - set(TABLES)):
@@ -160,15 +178,13 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         table = data.resource.name
-        environment = Settings.resolve().environment
+        settings = Settings.resolve()
         metadata = {**spec.metadata}
-        schema = column_schema(table)
-        if schema:
-            metadata["dagster/column_schema"] = schema
-        metadata["dagster/table_name"] = destination_table(table)
+        metadata["dagster/column_schema"] = column_schema(table)
+        metadata["dagster/table_name"] = qualified_table_name(table, settings)
         return spec.replace_attributes(
             description=describe_table(table),
-            kinds={"dlt", STORAGE_KIND[environment]},
+            kinds={"dlt", STORAGE_KIND[settings.environment]},
             metadata=metadata,
         )
 
