@@ -10,6 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REALDATA = SHARED / "realdata"
 SAMPLE = REPO / "edxorg_s3_ingest" / "sample_landing_zone"
+"""The sample landing zone the product ships: all 44 tables as upstream writes them."""
+SMALL = Path(__file__).resolve().parent / "small_landing_zone"
+"""A small landing zone of edX's own exports (11 tables, 2-4 courses each: the project's first
+sample), for the tests that count files and rows of a few tables, quickly."""
 
 
 @pytest.fixture(autouse=True)

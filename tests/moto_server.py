@@ -204,7 +204,7 @@ LANDING_PREFIX = "edx"
 BUCKET_URL = f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}"
 LAKE_BUCKETS = ("ol-data-lake-raw-qa", "ol-data-lake-raw-production")
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "edxorg_s3_ingest" / "sample_landing_zone"
+SAMPLE = Path(__file__).resolve().parent / "small_landing_zone"  # conftest.SMALL
 
 
 def use_in_this_process(env: dict, monkeypatch) -> None:

@@ -25,10 +25,14 @@ def unescape(value: str) -> str:
 
 
 def export_fields(path: Path) -> list[list[str]]:
-    """The header and records of one export file, each a list of its raw fields (quoting
-    undone, edX escapes and `NULL` kept), by SPEC §2's per-file rule: quoted when the file
-    parses as well-formed quoted TSV (LF ends records), otherwise plain split on LF and tab."""
-    text = path.read_bytes().decode("utf-8")
+    """The header and records of one export file (`fields_of`)."""
+    return fields_of(path.read_bytes().decode("utf-8"))
+
+
+def fields_of(text: str) -> list[list[str]]:
+    """The header and records of one export, each a list of its raw fields (quoting undone,
+    edX escapes and `NULL` kept), by SPEC §2's per-file rule: quoted when the file parses as
+    well-formed quoted TSV (LF ends records), otherwise plain split on LF and tab."""
     try:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
         records = list(reader)

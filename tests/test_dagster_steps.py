@@ -14,7 +14,7 @@ import pytest
 
 from edxorg_s3_ingest.tables import TABLES
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SMALL
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 
@@ -132,7 +132,7 @@ def test_a_table_without_exports_is_not_materialized(tmp_path, monkeypatch):
     """No prod file yet: the step says so (an observation) and materializes nothing, so no
     green materialization points at a table that does not exist."""
     landing = tmp_path / "landing"
-    shutil.copytree(SAMPLE, landing)
+    shutil.copytree(SMALL, landing)
     shutil.rmtree(landing / "db_table" / "teams" / "prod")
     monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", str(landing))
     monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))

@@ -5,8 +5,6 @@ then found through Glue and read back with pyiceberg's own Glue catalog, indepen
 project's store. Rows must equal SPEC §5's invariant after every step of a landing-zone history.
 """
 
-import csv
-import io
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -34,7 +32,7 @@ from moto_server import (
     upload_sample,
     use_in_this_process,
 )
-from oracle import canonical, unescape
+from oracle import canonical, fields_of, unescape
 
 pytestmark = pytest.mark.slow
 QA_DATABASE = "ol_warehouse_qa_raw"
@@ -79,7 +77,7 @@ def newest_exports(s3, table: str) -> dict[str, dict]:
 
 def read_rows(content: bytes) -> list[dict]:
     """oracle.read_export's reading, leaving ragged lines out (they are rejected, SPEC §6)."""
-    rows = list(csv.reader(io.StringIO(content.decode(), newline=""), delimiter="\t"))
+    rows = fields_of(content.decode())
     header = rows[0]
     return [
         {name: None if value == "NULL" else unescape(value) for name, value in pairs}

@@ -23,13 +23,13 @@ import pytest
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 
-from conftest import REPO, SAMPLE, run_cli
+from conftest import REPO, SMALL, run_cli
 from landing import Landing
 from oracle import canonical, table_rows
 from terminal import Screen
 from test_crash import Pause
 
-SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
+SAMPLE_TABLES = sorted(path.name for path in (SMALL / "db_table").iterdir())
 # A few sample tables, one of which (teams) gets an export with a ragged line: the only table
 # that writes rejects, so the only one to reach the `store.rejects_written` crash/pause point.
 SOME = ["auth_user", "teams", "student_courseenrollment", "courseware_studentmodule"]
@@ -43,7 +43,9 @@ def folders(root: Path) -> tuple[str, ...]:
 
 
 def run_report(*args: str, env: dict | None = None, status: int = 0) -> dict:
-    result = run_cli(*args, "--json", env=env, check=False)
+    """A CLI run's report (of the small landing zone, unless `args` name another)."""
+    zone = () if "--bucket-url" in args else ("--bucket-url", str(SMALL))
+    result = run_cli(*zone, *args, "--json", env=env, check=False)
     assert result.returncode == status, f"exit {result.returncode}:\n{result.stderr[-4000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
     report = json.loads(result.stdout)
@@ -82,7 +84,7 @@ def lock_holders(pipelines: Path) -> set[str]:
 def landing_with_rejects(root: Path) -> Landing:
     """SOME tables of the sample, and one more teams course whose export has a ragged line."""
     for table in SOME:
-        shutil.copytree(SAMPLE / "db_table" / table, root / "db_table" / table)
+        shutil.copytree(SMALL / "db_table" / table, root / "db_table" / table)
     teams = Landing(root, "teams")
     teams.write("MITx-ragged-2026", RAGGED, 1_700_000_000)
     return teams
@@ -202,7 +204,7 @@ def test_worker_log_records_reach_stderr(tmp_path):
     assert "planning the table again" in err
     report = json.loads(out)["tables"]["teams"]
     assert report["status"] == "loaded" and report["rows_rejected"] == 0
-    assert report["files_seen"] == len(list((SAMPLE / "db_table" / "teams" / "prod").iterdir()))
+    assert report["files_seen"] == len(list((SMALL / "db_table" / "teams" / "prod").iterdir()))
 
 
 def test_no_op_run_runs_no_pipeline(tmp_path):
@@ -243,7 +245,7 @@ def test_no_op_run_is_one_listing_in_the_cli_process(tmp_path):
     with nothing new after each kill, and finds the load completed.)"""
     run_report(*folders(tmp_path))
     # Every setting given as a flag: dlt's configuration is not needed either (settings.py).
-    settings = ("--bucket-url", str(SAMPLE), *folders(tmp_path), "--json")
+    settings = ("--bucket-url", str(SMALL), *folders(tmp_path), "--json")
     command = [sys.executable, "-c", NO_OP_PROBE, *settings]
     probe = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr

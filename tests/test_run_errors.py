@@ -16,7 +16,7 @@ from edxorg_s3_ingest.report import RunReport, TableReport
 from edxorg_s3_ingest.running.progress import summary
 from edxorg_s3_ingest.tables import TABLES
 
-from conftest import REPO, run_cli
+from conftest import REPO, SMALL, run_cli
 from moto_server import aws_environment, free_port, refusing_aws
 from terminal import run_on_terminal
 
@@ -123,7 +123,8 @@ def test_live_line_summary_and_json_agree_for_every_status(tmp_path):
     then the summary) and, over a copy of the same tables, with `--json`: they show the same
     status, files seen and loaded, rows loaded and rows in the table, for a table that loads
     then is unchanged, and for one without prod files."""
-    shown = ("--tables", "teams,course", "--workers", "1")  # the sample has no `course` export
+    # The small landing zone has no `course` export.
+    shown = ("--bucket-url", str(SMALL), "--tables", "teams,course", "--workers", "1")
     statuses = []
     for _ in ("first", "again"):
         status, screen = run_on_terminal((*shown, *folders(tmp_path / "a")), tmp_path / "out")

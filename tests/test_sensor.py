@@ -10,14 +10,14 @@ from edxorg_s3_ingest.orchestration.sensor import TABLE_TAG
 from edxorg_s3_ingest.running.runner import load_table
 from edxorg_s3_ingest.settings import Settings
 
-from conftest import SAMPLE
+from conftest import SMALL
 
 
 @pytest.fixture
 def landing(tmp_path, monkeypatch):
     root = tmp_path / "landing"
     for table in ("teams", "auth_user"):
-        shutil.copytree(SAMPLE / "db_table" / table, root / "db_table" / table)
+        shutil.copytree(SMALL / "db_table" / table, root / "db_table" / table)
     monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", str(root))
     monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
