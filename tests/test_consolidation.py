@@ -280,6 +280,13 @@ def test_damaged_local_files_are_rebuilt_and_a_damaged_state_names_its_fix(tmp_p
     assert counts(h.run("--full-refresh")) == (2, 2, 2, 0)
     h.check()
     assert h.run()["status"] == "unchanged"
+    # A damaged schema (dlt's, in the working area) and --full-refresh: rebuilt all the same.
+    schemas = list(h.pipelines.rglob("*.schema.json"))
+    assert schemas
+    for path in schemas:
+        path.write_text(path.read_text()[:20])
+    assert counts(h.run("--full-refresh")) == (2, 2, 2, 0)
+    h.check()
 
 
 def test_course_gone_from_the_landing_zone_stays_until_full_refresh(tmp_path):
