@@ -1,11 +1,11 @@
 """The Dagster side: one op, and so one step, per table, each running its table's own pipeline.
 
 The stock `DltLoadCollectionComponent` makes one op of a load's resources and runs its one
-pipeline; here each table has its own pipeline (loads.py) and state (table_state.py), so each
-table gets an op of its own: tables of a run load side by side under the executor, share the
-concurrency pool one slot per table, and fail alone. A step loads its table as the CLI does
-(table_load.py), reports SPEC §6's figures as materialization metadata, then evaluates the
-table's checks.
+pipeline; here each table has its own pipeline (loading/pipeline.py) and state
+(table_state.py), so each table gets an op of its own: tables of a run load side by side under
+the executor, share the concurrency pool one slot per table, and fail alone. A step loads its
+table as the CLI does (table_load.py), reports SPEC §6's figures as materialization metadata,
+then evaluates the table's checks.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,7 +113,8 @@ def no_exports_metadata(report: TableReport) -> dict:
 
 @dataclass
 class TableLoads(dg.Resolvable):
-    """The stock load model without its `pipeline`: every table runs its own (loads.py)."""
+    """The stock load model without its `pipeline`: each table runs its own
+    (loading/pipeline.py)."""
 
     source: Annotated[DltSource, dg.Resolver(_load_object_from_python_path, model_field_type=str)]
     translation: (
