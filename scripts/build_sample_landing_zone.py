@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edxorg_s3_ingest.tables import TABLES  # noqa: E402
+from edxorg_s3_ingest.tables import TABLES, UPSTREAM_COLUMNS  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 FIXTURES = REALDATA / "edx_fixtures" / "edx-analytics-pipeline"
@@ -55,14 +55,7 @@ PLACEHOLDER_COLUMNS = [
     ("name", "varchar(255)", ""),
     ("created", "datetime(6)", ""),
 ]
-UPSTREAM_COLUMNS = (
-    "extracted_course_key",
-    "extracted_course_organization",
-    "extracted_course_number",
-    "extracted_course_run",
-    "extracted_source_platform",
-    "row_hash",
-)
+UPSTREAM = [name for name, _ in UPSTREAM_COLUMNS]
 # The course part of an export's file name, as upstream's COURSE_ID_REGEX splits it: the
 # organization and run hold no dash, the number takes the fewest characters it can.
 COURSE_ID = re.compile(
@@ -108,7 +101,7 @@ def rewrite(export: bytes, course: str, system: str, quoting: str) -> bytes | No
         return None
     organization, number, run = course_parts(course)
     appended = [course, organization, number, run, f"edxorg_{system}"]
-    out = ["\t".join(write_field(name, quoting) for name in header + list(UPSTREAM_COLUMNS))]
+    out = ["\t".join(write_field(name, quoting) for name in header + UPSTREAM)]
     for row in rows:
         values = row + appended + [row_hash(row)]
         out.append("\t".join(write_field(value, quoting) for value in values))

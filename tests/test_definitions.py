@@ -12,7 +12,7 @@ import pytest
 
 from edxorg_s3_ingest.orchestration.automation import AUTOMATION_SENSOR, reconciliation_result
 from edxorg_s3_ingest.settings import Settings
-from edxorg_s3_ingest.tables import TABLES
+from edxorg_s3_ingest.tables import TABLES, UPSTREAM_COLUMNS
 
 from conftest import REPO
 
@@ -76,14 +76,7 @@ def test_assets_carry_description_and_column_schema(definitions):
     assert spec.metadata["dagster/table_name"] == "raw__edxorg__s3__tables__auth_user"
 
 
-UPSTREAM = [
-    "extracted_course_key",
-    "extracted_course_organization",
-    "extracted_course_number",
-    "extracted_course_run",
-    "extracted_source_platform",
-    "row_hash",
-]
+UPSTREAM = [name for name, _ in UPSTREAM_COLUMNS]
 
 
 def test_every_table_documents_the_upstream_columns_and_has_a_freshness_policy(definitions):

@@ -57,8 +57,9 @@ def local_landing(tmp_path):
     return str(tmp_path / "landing")
 
 
-def failing_run(env: dict, bucket_url: str, tmp_path, environment: str = "qa") -> dict:
-    """Runs the CLI; checks the exit status and that nothing dumped a stack trace."""
+def run_of_teams_failing(env: dict, bucket_url: str, tmp_path, environment: str):
+    """Runs the CLI on `teams`; checks that it failed, without a stack trace. Returns the
+    process and its report."""
     env = {**env, "DAGSTER_ENVIRONMENT": environment}
     pipelines = tmp_path / "pipelines"
     result = run_loads(
@@ -68,21 +69,18 @@ def failing_run(env: dict, bucket_url: str, tmp_path, environment: str = "qa") -
     assert "Traceback" not in result.stderr
     report = report_of(result)
     assert report["ok"] is False and report["failed_tables"] == ["teams"]
-    return report["tables"]["teams"]
+    return result, report
+
+
+def failing_run(env: dict, bucket_url: str, tmp_path, environment: str = "qa") -> dict:
+    """The report of `teams`, failed."""
+    return run_of_teams_failing(env, bucket_url, tmp_path, environment)[1]["tables"]["teams"]
 
 
 def landing_zone_error(env: dict, bucket_url: str, tmp_path, environment: str = "dev") -> str:
     """The run's one error when the landing zone's check, before any table, fails: the table
     is reported as not started."""
-    env = {**env, "DAGSTER_ENVIRONMENT": environment}
-    pipelines = tmp_path / "pipelines"
-    result = run_loads(
-        env, "--tables", "teams", "--bucket-url", bucket_url, "--pipelines-dir", str(pipelines)
-    )
-    assert result.returncode == 1, result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
-    report = report_of(result)
-    assert report["ok"] is False and report["failed_tables"] == ["teams"]
+    result, report = run_of_teams_failing(env, bucket_url, tmp_path, environment)
     assert report["tables"]["teams"]["error"].startswith("not started")
     assert result.stderr.count("edxorg-s3-ingest:") == 1 and report["error"] in result.stderr
     return report["error"]

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from edxorg_s3_ingest.tables import TABLES, destination_table
+from edxorg_s3_ingest.tables import TABLES, UPSTREAM_COLUMNS, destination_table
 
 from conftest import SAMPLE, run_json
 from oracle import export_fields, table_rows, unescape
@@ -53,14 +53,7 @@ def test_rows_carry_the_upstream_columns_and_load_exactly(loaded, table):
         course = path.parent.name
         header, *records = export_fields(path)
         own = header[:-APPENDED]
-        assert header[-APPENDED:] == [
-            "extracted_course_key",
-            "extracted_course_organization",
-            "extracted_course_number",
-            "extracted_course_run",
-            "extracted_source_platform",
-            "row_hash",
-        ]
+        assert header[-APPENDED:] == [name for name, _ in UPSTREAM_COLUMNS]
         # Organization and run never hold a dash; the number is what lies between.
         organization, rest = course.split("-", 1)
         number, run = rest.rsplit("-", 1)
