@@ -13,6 +13,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -159,42 +160,50 @@ def wait_for_success(page, base: str, run_id: str, server, screenshot: str) -> d
     return run
 
 
-def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@contextmanager
+def browser_page():
+    """A page of a headless Debian Chromium, closed afterwards; screenshots go to OUTPUT."""
+    from playwright.sync_api import sync_playwright
 
-    base = dagster_ui.base_url
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
-
-            page.goto(f"{base}/assets/{ASSET_PATH}")
-            expect(page.get_by_text("Never materialized")).to_be_visible()
-            page.locator("button").filter(has_text=re.compile(r"^Materialize$")).click()
-
-            run_id = launched_run_id(page, base)
-            wait_for_success(page, base, run_id, dagster_ui, "ui-auth_user-run.png")
-
-            # The metadata as the user sees it: the asset's Events tab, latest materialization.
-            page.goto(f"{base}/assets/{ASSET_PATH}?view=events")
-            expect(page.get_by_text(f"Materialized in run {run_id[:8]}")).to_be_visible()
-
-            def value_cell(key: str):
-                row = page.locator("tr").filter(
-                    has=page.locator("td", has_text=re.compile(rf"^{re.escape(key)}$"))
-                )
-                return row.locator("td").nth(1)
-
-            for key, value in EXPECTED_METADATA.items():
-                expect(value_cell(key)).to_have_text(value)
-            expect(value_cell("destination")).to_contain_text(
-                str(tmp_path / "data" / "raw__edxorg__s3__tables__auth_user")
-            )
-            page.screenshot(path=OUTPUT / "ui-auth_user-events.png")
+            yield page
         finally:
             browser.close()
+
+
+def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
+    from playwright.sync_api import expect
+
+    base = dagster_ui.base_url
+    with browser_page() as page:
+        page.goto(f"{base}/assets/{ASSET_PATH}")
+        expect(page.get_by_text("Never materialized")).to_be_visible()
+        page.locator("button").filter(has_text=re.compile(r"^Materialize$")).click()
+
+        run_id = launched_run_id(page, base)
+        wait_for_success(page, base, run_id, dagster_ui, "ui-auth_user-run.png")
+
+        # The metadata as the user sees it: the asset's Events tab, latest materialization.
+        page.goto(f"{base}/assets/{ASSET_PATH}?view=events")
+        expect(page.get_by_text(f"Materialized in run {run_id[:8]}")).to_be_visible()
+
+        def value_cell(key: str):
+            row = page.locator("tr").filter(
+                has=page.locator("td", has_text=re.compile(rf"^{re.escape(key)}$"))
+            )
+            return row.locator("td").nth(1)
+
+        for key, value in EXPECTED_METADATA.items():
+            expect(value_cell(key)).to_have_text(value)
+        expect(value_cell("destination")).to_contain_text(
+            str(tmp_path / "data" / "raw__edxorg__s3__tables__auth_user")
+        )
+        page.screenshot(path=OUTPUT / "ui-auth_user-events.png")
 
     # The table really was written where the instance was told to write it.
     assert list((tmp_path / "data" / "raw__edxorg__s3__tables__auth_user").rglob("*.parquet"))
@@ -203,31 +212,24 @@ def test_materialize_auth_user_from_the_ui(dagster_ui, tmp_path):
 def test_materialize_two_tables_from_the_catalog(dagster_ui, tmp_path):
     """Filter the catalog to two tables, select both, "Materialize selected": one run whose
     two steps each materialize their table and pass its two checks."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = dagster_ui.base_url
     tables = ("auth_user", "teams")
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/assets/edxorg/tables")
-            page.locator(".CodeMirror").first.click()  # the catalog's filter (a CodeMirror)
-            page.keyboard.type(" or ".join(f'key:"edxorg/tables/{t}"' for t in tables))
-            page.keyboard.press("Enter")
-            # A checkbox per table shown, and the header's, which selects them all.
-            checkboxes = page.locator("input[type=checkbox]")
-            expect(checkboxes).to_have_count(len(tables) + 1)
-            checkboxes.first.evaluate("box => box.click()")  # the input under its styling
-            materialize = page.locator("button").filter(has_text="Materialize selected")
-            expect(materialize).to_be_enabled()
-            materialize.click()
-            run_id = launched_run_id(page, base)
-            run = wait_for_success(page, base, run_id, dagster_ui, "ui-two-tables-run.png")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(f"{base}/assets/edxorg/tables")
+        page.locator(".CodeMirror").first.click()  # the catalog's filter (a CodeMirror)
+        page.keyboard.type(" or ".join(f'key:"edxorg/tables/{t}"' for t in tables))
+        page.keyboard.press("Enter")
+        # A checkbox per table shown, and the header's, which selects them all.
+        checkboxes = page.locator("input[type=checkbox]")
+        expect(checkboxes).to_have_count(len(tables) + 1)
+        checkboxes.first.evaluate("box => box.click()")  # the input under its styling
+        materialize = page.locator("button").filter(has_text="Materialize selected")
+        expect(materialize).to_be_enabled()
+        materialize.click()
+        run_id = launched_run_id(page, base)
+        run = wait_for_success(page, base, run_id, dagster_ui, "ui-two-tables-run.png")
 
     events = run["eventConnection"]["events"]
     steps = {e["stepKey"] for e in events if e["__typename"] == "ExecutionStepSuccessEvent"}
