@@ -232,30 +232,24 @@ class IcebergStore:
         table's current snapshot is still `load.base`, the one the run planned from: checked
         here and again by pyiceberg's commit (Glue's optimistic lock), otherwise
         StateMovedError and nothing changes."""
-        table_name, load_id, staged, courses = (
-            load.table_name,
-            load.load_id,
-            load.staged,
-            load.courses,
-        )
-        headers = [column for entry in courses.values() for column in entry["columns"]]
-        columns = _columns(staged, headers, LINEAGE)
-        with self._explained(f"committing {table_name}"):
-            table = self._table(table_name, columns, "_course_id")
+        headers = [column for entry in load.courses.values() for column in entry["columns"]]
+        columns = _columns(load.staged, headers, LINEAGE)
+        with self._explained(f"committing {load.table_name}"):
+            table = self._table(load.table_name, columns, "_course_id")
             if table.properties.get(RETRIES) != EDX_TABLE_PROPERTIES[RETRIES]:
                 # A table created before its commits stopped retrying: changed once, alone.
                 with table.transaction() as transaction:
                     transaction.set_properties({RETRIES: EDX_TABLE_PROPERTIES[RETRIES]})
-                table = self._load(table_name)
+                table = self._load(load.table_name)
             current = table.current_snapshot()
             found = current.snapshot_id if current else None
             if load.already_done(found, _summary(current).get(LOAD_ID) if current else None):
-                log.info("%s: load %s is already in the table", table_name, load_id)
+                log.info("%s: load %s is already in the table", load.table_name, load.load_id)
                 return
             marker = {
-                LOAD_ID: load_id,
+                LOAD_ID: load.load_id,
                 OPERATION: "rebuild" if load.full_refresh else "replace-courses",
-                STATE: self._save_state(table, table_name, load_id, load.state),
+                STATE: self._save_state(table, load.table_name, load.load_id, load.state),
             }
             crashpoint("iceberg.state_written")
             try:
@@ -265,13 +259,15 @@ class IcebergStore:
                         condition, deleted = AlwaysTrue(), self._files(table)
                     else:
                         _add_columns(transaction, columns)
-                        condition = _matching("_course_id", set(courses)) if courses else None
-                        deleted = self._files(table, "_course_id", set(courses))
-                    batches = self._checked(staged, set(courses), table_name)
+                        condition = (
+                            _matching("_course_id", set(load.courses)) if load.courses else None
+                        )
+                        deleted = self._files(table, "_course_id", set(load.courses))
+                    batches = self._checked(load.staged, set(load.courses), load.table_name)
                     self._commit(transaction, table, condition, deleted, batches, marker)
                     crashpoint("iceberg.before_commit")
             except CommitFailedException as error:
-                raise StateMovedError(table_name, load.base, "a newer snapshot") from error
+                raise StateMovedError(load.table_name, load.base, "a newer snapshot") from error
             crashpoint("iceberg.committed")
 
     def _save_state(self, table: Table, table_name: str, load_id: str, state: dict) -> str:

@@ -158,39 +158,33 @@ class ParquetStore:
     def _write(self, table_dir: Path, load: LoadCommit) -> list[str]:
         """Publishes the load's files; returns the earlier packs rewritten without the
         replaced courses (their rows of other courses are in this load's files now)."""
-        table_name, load_id, staged, courses = (
-            load.table_name,
-            load.load_id,
-            load.staged,
-            load.courses,
-        )
-        ours = f"{load_id}."
-        replaced = set(courses)
+        ours = f"{load.load_id}."
+        replaced = set(load.courses)
         written: list[Path] = []
         with_rows: set[str] = set()
 
         def unknown(found: set[str]) -> None:
             if found - replaced:
                 names = ", ".join(sorted(map(repr, found - replaced)))
-                raise RuntimeError(f"{table_name}: staged rows of {names} not in manifest")
+                raise RuntimeError(f"{load.table_name}: staged rows of {names} not in manifest")
 
-        for number, path in enumerate(staged):
+        for number, path in enumerate(load.staged):
             course = single_course(path)
             if course is not None:  # a large source file's rows: the course's folder
                 unknown({course})
-                target = self._course_part(table_dir, course, load_id, number)
+                target = self._course_part(table_dir, course, load.load_id, number)
                 with_rows.add(course)
             else:  # the rows of small source files, as they are: a pack
                 found = _courses_of(path)
                 unknown(found)
                 with_rows |= found
-                target = table_dir / f"{load_id}.{number}{PARQUET}{PARTIAL}"
+                target = table_dir / f"{load.load_id}.{number}{PARQUET}{PARTIAL}"
             _link(path, target)
             written.append(target)
             crashpoint("store.linked")
-        for course, entry in courses.items():
+        for course, entry in load.courses.items():
             if course not in with_rows:  # a header-only export: its columns, no rows
-                target = self._course_part(table_dir, course, load_id, len(staged))
+                target = self._course_part(table_dir, course, load.load_id, len(load.staged))
                 pq.write_table(empty_course_schema(entry["columns"]).empty_table(), target)
                 written.append(target)
         earlier = []
@@ -199,7 +193,7 @@ class ParquetStore:
             earlier = [n for n in packs if not n.startswith(ours) and packs[n] & replaced]
         for name in earlier:
             digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-            target = table_dir / f"{load_id}.r{digest}{PARQUET}{PARTIAL}"
+            target = table_dir / f"{load.load_id}.r{digest}{PARQUET}{PARTIAL}"
             if _write_without(table_dir / name, replaced, target):
                 written.append(target)
             crashpoint("store.rest_written")
