@@ -295,16 +295,17 @@ LARGE_UNITS = {
 
 @pytest.mark.parametrize("unit", list(LARGE_UNITS), ids=list(LARGE_UNITS))
 def test_large_pathological_files_take_linear_time(scratch, request, unit):
-    """One value (or line) repeated to 128 KB and 256 KB (CI) / 1 MB and 2 MB (-m faults), at
-    the reader's own sizes: within the per-MB bound, and twice the bytes take at most about
-    twice the time (a quadratic corner would take four times). Each size is read 3 times and
-    its fastest read counts: a busy machine slows a read down, never speeds it up."""
+    """One value (or line) repeated to 128 KB and 512 KB (CI) / 1 MB and 4 MB (-m faults), at
+    the reader's own sizes: within the per-MB bound, and four times the bytes take at most
+    about twice four times the time (a quadratic corner would take sixteen times: the wide gap
+    keeps a machine's noise, seen at 4.4x between 128 and 256 KB, from reading as quadratic).
+    Each size is read 3 times and its fastest read counts."""
     size = scaled(request.config, 128 << 10, 1 << 20)
     repeated = LARGE_UNITS[unit]
     timings = []
     previous = signal.signal(signal.SIGALRM, _alarm)
     try:
-        for length in (size, 2 * size):
+        for length in (size, 4 * size):
             data = b"a\tb\n" + repeated * (length // len(repeated))
             reads = []
             for _ in range(3):
@@ -315,11 +316,11 @@ def test_large_pathological_files_take_linear_time(scratch, request, unit):
             timings.append(min(reads))
     finally:
         signal.signal(signal.SIGALRM, previous)
-    assert timings[1] <= 3 * timings[0] + 0.25, f"not linear: {timings}"
+    assert timings[1] <= 8 * timings[0] + 0.25, f"not linear: {timings}"
     record(
         request,
         "Hostile input (reader)",
-        f"one file of repeated {unit}, {size >> 10} KB and {size >> 9} KB",
+        f"one file of repeated {unit}, {size >> 10} KB and {size >> 8} KB",
         2,
         f"rows + ragged = records; {timings[0]:.2f}s then {timings[1]:.2f}s (linear; bound "
         f"{SECONDS_FIXED}s + {SECONDS_PER_MB:.0f} s/MB)",
