@@ -9,7 +9,12 @@ beforehand (page cache):
 1. cli      `python -m edxorg_s3_ingest.loads --tables … --json` (one worker per CPU)
 2. dagster  `dagster asset materialize -m edxorg_s3_ingest.definitions --select …`: one run of
             the tables with the code location's executor (one step per table, as many at once
-            as CPUs), against a Dagster home of its own (temp dir, telemetry off)
+            as CPUs), against a Dagster home of its own (temp dir, telemetry off) whose storage
+            is created beforehand, untimed, as a deployment's instance exists before its runs
+
+The whole command is timed, code-location load included: a launched run's process loads it too
+(benchmarks/README.md: "Dagster against the CLI"). Modules are compiled to bytecode first
+(run.compile_bytecode), as in the image.
 
 Both run in dev (Parquet) with the same landing zone, and each must load every generated row.
 Besides the wall, CPU and peak memory of each child (benchmarks/measure.py; Dagster's CPU leaves
