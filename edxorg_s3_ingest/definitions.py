@@ -62,8 +62,9 @@ def defs() -> dg.Definitions:
 @lru_cache(maxsize=4)
 def built(environment: frozenset, working_dir: str) -> dg.Definitions:
     """The definitions, built once per process for the same environment variables and working
-    directory (all that settings and the executor read, besides the code): Dagster calls `defs`
-    each time it reconstructs the code location from its pointer, six times in one
-    `dagster asset materialize` and again in each step process, ~1 s each."""
+    directory (what settings and the executor read, besides the code and `.dlt/*.toml`, which a
+    code location reloads with a new process): Dagster calls `defs` each time it reconstructs
+    the code location from its pointer, six times in one `dagster asset materialize` and again
+    in each step process, ~1 s each."""
     tables = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(tables, dg.Definitions(executor=executor()))
