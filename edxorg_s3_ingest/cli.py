@@ -10,6 +10,7 @@ from edxorg_s3_ingest.running.progress import Progress, summary
 from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
 from edxorg_s3_ingest.tables import TABLES, UnknownTableError, parse_table_list
+from edxorg_s3_ingest.timeline import mark
 
 EPILOG = """\
 environment:
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("main")
     args = parser().parse_args(argv)
     if args.list_tables:
         print("\n".join(TABLES))
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(run))
     if run.error:
         print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)
+    mark("reported")
     return 0 if run.ok else 1
 
 
