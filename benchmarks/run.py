@@ -50,7 +50,7 @@ MB = 1_000_000
 
 # Targets of issue 7, checked and written into the JSON (never asserted: timing is not a test).
 TARGET_SPEEDUP_VS_ORIGINAL = 20.0
-TARGET_WALL_VS_DUCKDB = 1.3
+TARGET_WALL_VS_DUCKDB = 1.0  # issue 18, on medium and shaped (issue 7 asked 1.3)
 TARGET_WALL_VS_DUCKDB_SMALL_FILES = 2.0
 TARGET_PEAK_RSS_MB = 600.0
 TARGET_NOOP_VS_BASELINE = 1.5
@@ -58,8 +58,9 @@ TARGETS_OF_SET = {
     "medium": ("speedup_vs_original", "project_over_duckdb_wall", "project_peak_rss_mb"),
     "small-files": ("project_over_duckdb_wall",),
     "many-files": ("project_over_duckdb_wall", "noop_over_baseline_wall"),
+    "shaped": ("project_over_duckdb_wall", "project_peak_rss_mb"),
 }
-"""The targets issue 7 sets for each set (the speed-up is about the medium set: on 2 KB files
+"""The targets issues 7 and 18 set for each set (the speed-up is about the medium set: on 2 KB files
 both the original and the project pay mostly per-file costs; the no-op target is about 10,000
 files); a set not named here (smoke) is checked against all of them, for show."""
 

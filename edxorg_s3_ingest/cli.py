@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             tables,
             settings,
             full_refresh=args.full_refresh,
-            workers=workers,
+            # As asked: a single table's load may use the other CPUs for a parse helper.
+            workers=args.workers,
             on_start=progress.begin,
             on_done=progress.done,
             on_log=progress.log,

@@ -130,7 +130,7 @@ class HelperLane:
         self._thread.join()
 
     def _run(self) -> None:
-        taken = False
+        taken, parsed = False, 0
         try:
             while not taken and not self._no_more.is_set():
                 taken = self.tokens.acquire(timeout=WAIT)
@@ -152,6 +152,7 @@ class HelperLane:
                     continue
                 for answer in self._parse(file, source, order):
                     self._answers.put(answer)
+                parsed += 1
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
         except BaseException as error:  # noqa: BLE001 - raised in the consumer
@@ -161,6 +162,7 @@ class HelperLane:
             self._end_process()
             if taken:
                 self.tokens.release()
+                mark(f"helper-done {parsed}")
             self._answers.put(None)
 
     def _parse(self, file: LandingFile, source: str, order: list[str]) -> list:
