@@ -150,7 +150,7 @@ SETS = {
     "many-files": _small_files("many-files", 10_000, edge_share=0.0),
     # Issue 18: another landing zone's shape, so that the speed claim is not tuned to medium's:
     # fewer courses (53 per table, 159 prod files) of more skewed sizes, every export quoted,
-    # answers ~4x as long with dense escapes, and 8 more columns in every table.
+    # studentmodule states ~2x as long with ~4x the backslashes, and 8 more columns everywhere.
     "shaped": SetSpec(
         "shaped",
         {table: 53 for table in TABLES},
