@@ -106,3 +106,14 @@ def test_no_spare_core_no_helper(tmp_path, monkeypatch):
     report = load(tmp_path / "run", zone, workers=1)
     assert report.ok and lane_tokens == [tokens]
     assert report.tables[TABLE].files_loaded == 8
+
+
+def test_no_helper_process_the_load_reads_alone(tmp_path, monkeypatch, caplog):
+    """A helper process that cannot start (here: no such interpreter) leaves the load to read
+    its files alone, and says so."""
+    monkeypatch.setattr(source, "HELPER_MIN_BYTES", 1)
+    monkeypatch.setattr(parse_helper.sys, "executable", str(tmp_path / "no-such-python"))
+    zone = landing(tmp_path / "landing")
+    report = load(tmp_path / "run", zone, workers=2)
+    assert report.ok and report.tables[TABLE].files_loaded == 8
+    assert "no parse helper process" in caplog.text

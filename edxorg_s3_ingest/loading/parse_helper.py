@@ -17,6 +17,7 @@ for its helper and gives it back when it ends. With no tokens (Dagster, `--worke
 read alone, as before.
 """
 
+import logging
 import os
 import pickle
 import queue
@@ -37,6 +38,8 @@ from edxorg_s3_ingest.reading.staged_files import Columns, Written, arranged, wr
 from edxorg_s3_ingest.reading.threads import read_ahead
 from edxorg_s3_ingest.reading.tsv import SOURCE_LINE, InvalidHeaderError, Reject, header_of
 from edxorg_s3_ingest.timeline import mark
+
+log = logging.getLogger(__name__)
 
 HELPER_MIN_BYTES = 64 << 20
 """A load whose large files add up to less than this reads them alone: a helper's start (a
@@ -136,11 +139,15 @@ class HelperLane:
                 taken = self.tokens.acquire(timeout=WAIT)
             if not taken:
                 return
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, self.scratch, self.load_id],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", __name__, self.scratch, self.load_id],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            except OSError as error:  # no process to be had: the load reads alone, as before
+                log.warning("no parse helper process (%s): the load reads its files alone", error)
+                return
             self._ready.set()
             mark("helper")
             while not self._stopped.is_set():
