@@ -81,14 +81,32 @@ STUDENTMODULE = [
 
 
 @dataclass(frozen=True)
+class Shape:
+    """What the rows and files of a set look like. The defaults are the shape of the first
+    sets (smoke, medium, small-files, many-files): changing a default changes their bytes."""
+
+    size_sigma: float = 1.1
+    """Spread of the course sizes (lognormal sigma): larger, a few courses hold most bytes."""
+    unquoted_every: int = 7
+    """One course in this many is an older, unquoted export (0: every export is quoted)."""
+    state_words: tuple[int, int] = (2, 6)
+    """Words in a studentmodule answer, at least and at most: the length of the JSON field."""
+    escapes: int = 0
+    """Extra characters the export escapes (backslash, TAB, LF, CR) in each answer."""
+    extra_columns: int = 0
+    """Columns added to every table's export (short codes and NULLs), beyond edX's own."""
+
+
+@dataclass(frozen=True)
 class SetSpec:
-    """A benchmark set: courses per table and the prod bytes of each table."""
+    """A benchmark set: courses per table, the prod bytes of each table, and its shape."""
 
     name: str
     courses: dict[str, int]
     prod_bytes: dict[str, int]
     edge_share: float = 0.33
     even: bool = False  # every file about the same size (small files)
+    shape: Shape = Shape()
 
 
 MB = 1_000_000
@@ -130,6 +148,21 @@ SETS = {
     "small-files": _small_files("small-files", 5_000, edge_share=0.1),
     # The no-op target of issue 7 is about 10,000 files: twice the small files, no edge files.
     "many-files": _small_files("many-files", 10_000, edge_share=0.0),
+    # Issue 18: another landing zone's shape, so that the speed claim is not tuned to medium's:
+    # fewer courses (53 per table, 159 prod files) of more skewed sizes, every export quoted,
+    # studentmodule states ~2x as long with ~4x the backslashes, and 8 more columns everywhere.
+    "shaped": SetSpec(
+        "shaped",
+        {table: 53 for table in TABLES},
+        {
+            "auth_user": 55 * MB,
+            "student_courseenrollment": 45 * MB,
+            "courseware_studentmodule": 300 * MB,
+        },
+        shape=Shape(
+            size_sigma=1.5, unquoted_every=0, state_words=(8, 40), escapes=12, extra_columns=8
+        ),
+    ),
 }
 
 ORGS = ("MITx", "MITxT", "MITProfessionalX", "HarvardX", "edX")
@@ -192,12 +225,18 @@ def _timestamp(rng: random.Random) -> str:
     )
 
 
-def _state(rng: random.Random, module_type: str, row: int) -> str:
+ESCAPED = "\\\t\n\r"
+"""The characters the edX export writes as two-character escapes."""
+
+
+def _state(rng: random.Random, module_type: str, row: int, shape: Shape) -> str:
     """A courseware_studentmodule.state as stored (before export escaping)."""
     if module_type != "problem":
         return f'{{"position": {rng.randint(1, 12)}}}'
     key = f"{rng.getrandbits(128):032x}_2_1"
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(*shape.state_words)))
+    if shape.escapes:  # only then: the default shape's random draws stay as they were
+        words += "".join(rng.choice(ESCAPED) + rng.choice(WORDS) for _ in range(shape.escapes))
     # A nested JSON answer (its quotes escaped in the JSON text) and a JSON `\n` escape.
     answer = json.dumps({"answer": words, "formula": f"x^{row % 7}\\cdot y"})
     state = json.dumps(
@@ -219,7 +258,9 @@ def _state(rng: random.Random, module_type: str, row: int) -> str:
     return state
 
 
-def _rows_auth_user(rng: random.Random, course: str, start: int, count: int, quoted: bool):
+def _rows_auth_user(
+    rng: random.Random, course: str, start: int, count: int, quoted: bool, shape: Shape
+):
     for i in range(start, start + count):
         first = ""
         if i % 97 == 0:
@@ -254,7 +295,9 @@ def _rows_auth_user(rng: random.Random, course: str, start: int, count: int, quo
         yield values
 
 
-def _rows_enrollment(rng: random.Random, course: str, start: int, count: int, quoted: bool):
+def _rows_enrollment(
+    rng: random.Random, course: str, start: int, count: int, quoted: bool, shape: Shape
+):
     course_key = f"course-v1:{course.replace('-', '+')}"
     for i in range(start, start + count):
         yield {
@@ -267,11 +310,13 @@ def _rows_enrollment(rng: random.Random, course: str, start: int, count: int, qu
         }
 
 
-def _rows_studentmodule(rng: random.Random, course: str, start: int, count: int, quoted: bool):
+def _rows_studentmodule(
+    rng: random.Random, course: str, start: int, count: int, quoted: bool, shape: Shape
+):
     course_key = f"course-v1:{course.replace('-', '+')}"
     for i in range(start, start + count):
         module_type = MODULE_TYPES[i % len(MODULE_TYPES)]
-        state = edx_escape(_state(rng, module_type, i))
+        state = edx_escape(_state(rng, module_type, i, shape))
         if quoted and i % 1013 == 0:
             state += "\nraw line feed inside the quoted field"
         graded = module_type == "problem" and i % 3 == 0
@@ -290,12 +335,19 @@ def _rows_studentmodule(rng: random.Random, course: str, start: int, count: int,
         }
 
 
-def _columns(table: str, variant: int) -> list[str]:
+def _columns(table: str, variant: int, shape: Shape) -> list[str]:
     if table == "auth_user":
-        return AUTH_USER
-    if table == "student_courseenrollment":
-        return ENROLLMENT_OLD if variant % 5 == 0 else ENROLLMENT
-    return STUDENTMODULE[:-1] if variant % 6 == 0 else STUDENTMODULE
+        columns = AUTH_USER
+    elif table == "student_courseenrollment":
+        columns = ENROLLMENT_OLD if variant % 5 == 0 else ENROLLMENT
+    else:
+        columns = STUDENTMODULE[:-1] if variant % 6 == 0 else STUDENTMODULE
+    return columns + [f"extra_{n:02d}" for n in range(shape.extra_columns)]
+
+
+def _extra_values(rng: random.Random, count: int) -> list[str]:
+    """The values of the extra columns: short codes, a NULL now and then."""
+    return [rng.choice(("NULL", "0", "1", "en", "verified", "2019-06-01")) for _ in range(count)]
 
 
 ROWS = {
@@ -305,17 +357,27 @@ ROWS = {
 }
 
 
-def export_bytes(table: str, course: str, target: int, seed: int, variant: int, quoted: bool):
+def export_bytes(
+    table: str,
+    course: str,
+    target: int,
+    seed: int,
+    variant: int,
+    quoted: bool,
+    shape: Shape = Shape(),
+):
     """One export of about `target` bytes: (content, data rows)."""
     rng = random.Random(seed)
-    columns = _columns(table, variant)
+    columns = _columns(table, variant, shape)
     lines = ["\t".join(columns)]
     size, rows = len(lines[0]) + 1, 0
     make = ROWS[table]
     while size < target:
-        for values in make(rng, course, rows, 256, quoted):
+        for values in make(rng, course, rows, 256, quoted, shape):
             if isinstance(values, dict):
-                values = [values[name] for name in columns]
+                values = [values[name] for name in columns[: len(columns) - shape.extra_columns]]
+            if shape.extra_columns:
+                values = values + _extra_values(rng, shape.extra_columns)
             line = "\t".join(quote(v) for v in values) if quoted else "\t".join(values)
             lines.append(line)
             size += len(line.encode()) + 1
@@ -326,8 +388,8 @@ def export_bytes(table: str, course: str, target: int, seed: int, variant: int, 
 
 
 def _write(job: tuple) -> dict:
-    root, table, system, course, target, seed, variant, quoted, mtime = job
-    content, rows = export_bytes(table, course, target, seed, variant, quoted)
+    root, table, system, course, target, seed, variant, quoted, mtime, shape = job
+    content, rows = export_bytes(table, course, target, seed, variant, quoted, shape)
     digest = hashlib.sha256(content).hexdigest()
     folder = Path(root) / "db_table" / table / system / course
     folder.mkdir(parents=True, exist_ok=True)
@@ -351,7 +413,7 @@ def _sizes(spec: SetSpec, table: str, rng: random.Random) -> list[int]:
     count, total = spec.courses[table], spec.prod_bytes[table]
     if spec.even:
         return [int(total / count * rng.uniform(0.8, 1.2)) for _ in range(count)]
-    weights = [rng.lognormvariate(0, 1.1) for _ in range(count)]
+    weights = [rng.lognormvariate(0, spec.shape.size_sigma) for _ in range(count)]
     scale = total / sum(weights)
     return [max(4_000, int(w * scale)) for w in weights]
 
@@ -363,14 +425,16 @@ def jobs(spec: SetSpec, root: Path, seed: int) -> list[tuple]:
     for t, table in enumerate(TABLES):
         for c, (course, size) in enumerate(zip(courses, _sizes(spec, table, rng), strict=False)):
             file_seed = rng.getrandbits(64)
-            quoted = c % 7 != 3  # about one course in seven is an older, unquoted export
+            # By default about one course in seven is an older, unquoted export.
+            every = spec.shape.unquoted_every
+            quoted = not every or c % every != 3
             mtime = EPOCH + t * 100_000 + c * 60
-            work.append((str(root), table, "prod", course, size, file_seed, c, quoted, mtime))
+            prod = (table, "prod", course, size, file_seed, c, quoted, mtime, spec.shape)
+            work.append((str(root), *prod))
             if rng.random() < spec.edge_share:
                 edge_size = max(2_000, size // 4)
-                work.append(
-                    (str(root), table, "edge", course, edge_size, file_seed ^ 1, c, quoted, mtime)
-                )
+                edge = (table, "edge", course, edge_size, file_seed ^ 1, c, quoted, mtime)
+                work.append((str(root), *edge, spec.shape))
     return work
 
 

@@ -51,3 +51,22 @@ def test_smoke_set_rows_equal_in_all_approaches(tmp_path):
     }
     # The table is printed for people.
     assert "DuckDB COPY" in result.stdout and "original" in result.stdout
+
+
+def test_fixed_cost_run_reaches_its_milestones_in_order(tmp_path):
+    """benchmarks/fixed_cost.py: a 3-table run's milestones (EDXORG_S3_INGEST_TIMELINE), each
+    seen once, in the order a run reaches them, the last before the process exited."""
+    from benchmarks import fixed_cost
+
+    fixed_cost.tiny_zone(tmp_path / "zone")
+    (tmp_path / "run").mkdir()
+    seen = fixed_cost.one_run(tmp_path / "zone", tmp_path / "run")
+    expected = [step for step in fixed_cost.STEPS if step != "worker" or step in seen]
+    assert [step for step in fixed_cost.STEPS if step in seen] == expected
+    times = [seen[step] for step in expected]
+    assert times == sorted(times) and times[0] > 0
+    lines = (tmp_path / "run" / "timeline.txt").read_text().splitlines()
+    assert sum(line.endswith(" main") for line in lines) == 1
+    assert sorted(line.split(" ", 2)[2] for line in lines if " committed " in line) == [
+        f"committed {table}" for table in sorted(fixed_cost.generate.TABLES)
+    ]

@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "edxorg_s3_ingest"
 LAYERS = [
-    {"tables", "settings", "crashpoints", "report"},
+    {"tables", "settings", "crashpoints", "timeline", "report"},
     {"landing"},
     {"reading"},
     {"state"},

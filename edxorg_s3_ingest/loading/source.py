@@ -37,21 +37,18 @@ from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.landing.fetching import fetch
 from edxorg_s3_ingest.landing.listing import LandingFile, is_local
+from edxorg_s3_ingest.loading.file_rows import read_files, scan_files
+from edxorg_s3_ingest.loading.parse_helper import HELPER_MIN_BYTES, HelperLane, merged
+from edxorg_s3_ingest.loading.spare_cores import spare_cores
 from edxorg_s3_ingest.loading.table_load import SCRATCH
-from edxorg_s3_ingest.reading.lineage import Lineage, many_lineage, rejects_batch
-from edxorg_s3_ingest.reading.staged_files import (
-    TABLE_ROWS,
-    Columns,
-    Rows,
-    Written,
-    row_groups,
-    write_files,
-)
+from edxorg_s3_ingest.reading.lineage import rejects_batch
+from edxorg_s3_ingest.reading.staged_files import Columns, Written, write_files
 from edxorg_s3_ingest.reading.threads import read_ahead
-from edxorg_s3_ingest.reading.tsv import InvalidHeaderError, Reject, TsvFile, read_together
+from edxorg_s3_ingest.reading.tsv import Reject
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.state.work import Work
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
+from edxorg_s3_ingest.timeline import mark
 
 MANIFEST_KEY = "edxorg_s3_ingest"
 
@@ -61,15 +58,11 @@ def manifest() -> dict:
     return dlt.current.load_package_state()["state"].setdefault(MANIFEST_KEY, {})
 
 
-SEGMENT_BYTES = 2 << 20
-"""Bytes of a large file pre-scanned and parsed at once (`TsvFile` segments)."""
 SCAN_AHEAD = 1
 """Files pre-scanned ahead of the one being parsed."""
 SMALL_FILE_BYTES = 1 << 20
 """A file this small is fetched into memory (never to disk) and read with others
 (`tsv.read_together`)..."""
-TOGETHER_BYTES = 4 << 20
-"""... up to this many bytes of them at once."""
 FETCH_CONCURRENCY_ENV = "EDXORG_S3_INGEST_FETCH_CONCURRENCY"
 FETCH_CONCURRENCY = 8
 """GETs in flight at once for a landing zone on S3 (or another remote filesystem), so that
@@ -136,11 +129,15 @@ def read_table(table: str, work: Work, report: TableReport) -> Iterator:
     courses: dict[str, dict] = {}
     columns = Columns.of(destination_table(table))
     own = {file.url for file in _largest(to_read, MAX_OWN_FILES, OWN_FILE_BYTES)}
+    mark(f"read {table}")
     with tempfile.TemporaryDirectory(prefix="edxorg-", dir=scratch_root()) as scratch:
         fetched = _fetched(to_read, scratch, own)
-        scanned = read_ahead(_scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
-        parsed = read_ahead(_read_files(scanned, load_id, own), "edxorg-read")
-        events = read_ahead(write_files(parsed, scratch, columns), "edxorg-write")
+        lane = _helper_lane(to_read, own, scratch, load_id, columns)
+        if lane is not None:  # some large files are parsed by a helper process
+            fetched = lane.divert(fetched, own)
+        scanned = read_ahead(scan_files(fetched), "edxorg-scan", SCAN_AHEAD)
+        parsed = read_ahead(read_files(scanned, load_id, own), "edxorg-read")
+        events = merged(read_ahead(write_files(parsed, scratch, columns), "edxorg-write"), lane)
         with closing(events):  # the threads end before their scratch folder goes
             for event in events:
                 if isinstance(event, Written):
@@ -182,25 +179,6 @@ class _Fetched(NamedTuple):
     file: LandingFile
     source: str | bytes
     folder: str | None
-
-
-class _Scanned(NamedTuple):
-    """A fetched file, pre-scanned: its TsvFile (None if unreadable) and its rejects so far."""
-
-    file: LandingFile
-    tsv: TsvFile | None
-    rejects: list[Reject]
-    folder: str | None
-
-
-class _FileRead(NamedTuple):
-    """The end of one source file, once all its rows went before: its TsvFile (None if
-    unreadable), its rejects, its rows."""
-
-    file: LandingFile
-    tsv: TsvFile | None
-    rejects: list[Reject]
-    rows: int = 0
 
 
 def fetch_concurrency() -> int:
@@ -250,64 +228,16 @@ def _fetched(files: list[LandingFile], scratch: str, own: set[str]) -> Iterator[
                 future.cancel()
 
 
-def _scan_files(fetched: Iterator[_Fetched]) -> Iterator[_Scanned]:
-    """Each fetched file pre-scanned (`TsvFile` reads its header and decides its quoting).
-    Runs on the scan thread, ahead of the parse."""
-    with closing(fetched):
-        for file, source, folder in fetched:
-            rejects: list[Reject] = []
-            try:
-                tsv = TsvFile(source, rejects.append, segment_bytes=SEGMENT_BYTES)
-            except InvalidHeaderError as error:
-                rejects.append(Reject(1, "invalid_header", str(error).encode()))
-                tsv = None
-            yield _Scanned(file, tsv, rejects, folder)
-
-
-def _read_files(scanned: Iterator[_Scanned], load_id: str, own: set[str]) -> Iterator:
-    """Each scanned file's rows with lineage as tables of about TABLE_ROWS rows, then its
-    _FileRead. Small files in memory are read together (TOGETHER_BYTES at a time) and their
-    rows go as one table per header. Runs on the read thread: no dlt calls here (dlt's context
-    is the main thread's)."""
-    together: list[_Scanned] = []
-    together_bytes = 0
-    for item in scanned:
-        file, tsv, rejects, folder = item
-        if tsv is not None and tsv.path is None and file.url not in own:
-            together.append(item)
-            together_bytes += file.size
-            if together_bytes >= TOGETHER_BYTES:
-                yield from _read_together(together, load_id)
-                together, together_bytes = [], 0
-            continue
-        if tsv is not None:
-            lineage = Lineage(file, load_id)
-            own_url = file.url if file.url in own else None
-            for rows in row_groups(tsv.batches()):
-                yield Rows(lineage.add(rows), own_url)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        yield _FileRead(file, tsv, rejects, tsv.rows if tsv is not None else 0)
-    yield from _read_together(together, load_id)
-
-
-def _read_together(files: list[_Scanned], load_id: str) -> Iterator:
-    """Small files' rows, read together, as tables of about TABLE_ROWS rows of one header
-    each, then each file's _FileRead."""
-    read_together([tsv for _, tsv, _, _ in files])
-    by_header: dict[tuple, list[tuple[LandingFile, list[pa.RecordBatch], int]]] = {}
-    for file, tsv, _, _ in files:
-        batches = list(tsv.batches())  # its share of the rows read together, or its own read
-        by_header.setdefault(tuple(tsv.header), []).append((file, batches, tsv.rows))
-    for group in by_header.values():
-        batches = [batch for _, batches, _ in group for batch in batches]
-        if batches:
-            rows = pa.Table.from_batches(batches)
-            rows = many_lineage(rows, [(file, count) for file, _, count in group], load_id)
-            for start in range(0, rows.num_rows, TABLE_ROWS):
-                yield Rows(rows.slice(start, TABLE_ROWS), None)
-    for file, tsv, rejects, _ in files:
-        yield _FileRead(file, tsv, rejects, tsv.rows)
+def _helper_lane(
+    files: list[LandingFile], own: set[str], scratch: str, load_id: str, columns: Columns
+) -> HelperLane | None:
+    """A lane to a parse helper process, when this process may take a spare core and the
+    load's large files are worth one (parse_helper.py)."""
+    tokens = spare_cores()
+    own_bytes = sum(file.size for file in files if file.url in own)
+    if tokens is None or own_bytes < HELPER_MIN_BYTES:
+        return None
+    return HelperLane(scratch, load_id, columns, tokens)
 
 
 def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFile]:

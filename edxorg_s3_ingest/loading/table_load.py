@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.tables import destination_table
+from edxorg_s3_ingest.timeline import mark
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
@@ -197,6 +198,7 @@ class TableLoad:
             # Nothing for dlt to load (e.g. a re-upload of the same content): the new state
             # alone is committed.
             consolidator.commit_state(f"{time.time():.6f}")
+        mark(f"committed {self.table}")
 
 
 @contextmanager

@@ -8,10 +8,10 @@ SHARED_FILE_BYTES source bytes (the dev store's packs, parquet_store.py)."""
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -61,9 +61,14 @@ class Columns:
     def __init__(self, known: list[str], normalize: Callable[[str], str] | None) -> None:
         self.order = list(known)
         self._normalize = functools.cache(normalize) if normalize else None
+        # A parse helper's files are planned on the scan thread (`plan`) while the write thread
+        # arranges the others' rows: one of them changes the order at a time.
+        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, table_name: str) -> "Columns":
+        import dlt  # here: a parse helper process (loading/parse_helper.py) never imports dlt
+
         try:
             schema = dlt.current.source_schema()
         except Exception:  # noqa: BLE001 - outside a pipeline: keep files as they are
@@ -71,19 +76,33 @@ class Columns:
         known = schema.get_table_columns(table_name) if table_name in schema.tables else {}
         return cls(list(known), schema.naming.normalize_identifier)
 
-    def arrange(self, rows: pa.Table) -> pa.Table:
-        names = rows.schema.names
+    def plan(self, names: list[str]) -> list[str] | None:
+        """The column order of rows with these columns, the new ones added to the table's
+        order; None when dlt would rename one of them (rows left as they are)."""
         if self._normalize is None or any(self._normalize(name) != name for name in names):
-            return rows
-        present = set(names)
-        self.order += [name for name in names if name not in set(self.order)]
-        if names == self.order:
-            return rows
-        arrays = [
-            rows.column(name) if name in present else pa.nulls(rows.num_rows, pa.string())
-            for name in self.order
-        ]
-        return pa.Table.from_arrays(arrays, names=self.order)
+            return None
+        with self._lock:
+            known = set(self.order)
+            self.order += [name for name in names if name not in known]
+            return list(self.order)
+
+    def arrange(self, rows: pa.Table) -> pa.Table:
+        order = self.plan(rows.schema.names)
+        return rows if order is None else arranged(rows, order)
+
+
+def arranged(rows: pa.Table, order: list[str]) -> pa.Table:
+    """The rows with the columns in `order` (every one of theirs is in it); the columns they
+    lack, null strings."""
+    names = rows.schema.names
+    if names == order:
+        return rows
+    present = set(names)
+    arrays = [
+        rows.column(name) if name in present else pa.nulls(rows.num_rows, pa.string())
+        for name in order
+    ]
+    return pa.Table.from_arrays(arrays, names=order)
 
 
 class StagedFile:
@@ -132,10 +151,17 @@ def _repetitive(rows: pa.Table, sample: int = 4096) -> list[str]:
     ]
 
 
-def write_files(events: Iterator, scratch: str, columns: Columns) -> Iterator:
+def write_files(
+    events: Iterator,
+    scratch: str,
+    columns: Columns | Callable[[pa.Table], pa.Table],
+    prefix: str = "rows",
+) -> Iterator:
     """The reader's rows written as Parquet (on the writer thread): a large source file's into
-    a file of its own, the others' into a shared file. Passes each _FileRead on, and a Written
-    for each finished Parquet file."""
+    a file of its own, the others' into a shared file. Passes each FileRead on, and a Written
+    for each finished Parquet file. `columns` arranges each table's columns; the files are
+    named `<prefix>-<n>.parquet` in `scratch`."""
+    arrange = columns.arrange if isinstance(columns, Columns) else columns
     own: StagedFile | None = None
     shared: StagedFile | None = None
     own_url, number = None, 0
@@ -143,12 +169,12 @@ def write_files(events: Iterator, scratch: str, columns: Columns) -> Iterator:
     def new(first: pa.Table) -> StagedFile:
         nonlocal number
         number += 1
-        return StagedFile(os.path.join(scratch, f"rows-{number}.parquet"), first)
+        return StagedFile(os.path.join(scratch, f"{prefix}-{number}.parquet"), first)
 
     try:
         for event in events:
             if isinstance(event, Rows):
-                table = columns.arrange(event.table)
+                table = arrange(event.table)
                 if event.own_url is not None:
                     if own is not None and table.schema != own.schema:  # one header: never
                         yield own.close()

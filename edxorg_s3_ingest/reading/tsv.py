@@ -355,6 +355,11 @@ def _read_group(group: list[TsvFile]) -> None:
         tsv._parsed = table.slice(start, stop - start)
 
 
+def header_of(stream: io.BufferedIOBase) -> list[str]:
+    """The header of a file, read from its first line (what `TsvFile` reads first)."""
+    return _header(stream.readline(_MAX_HEADER))
+
+
 def _header(first: bytes) -> list[str]:
     if not first:
         raise InvalidHeaderError("the file is empty (0 bytes): there is no header to read")

@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edxorg_s3_ingest.loading.spare_cores import use_spare_cores
 from edxorg_s3_ingest.loading.table_load import load_table, unchanged_report
 from edxorg_s3_ingest.report import RunReport, TableReport
 from edxorg_s3_ingest.tables import TABLES
+from edxorg_s3_ingest.timeline import mark
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
@@ -104,6 +106,7 @@ def load_tables(
     # The bytes each table's load reads, when several tables load at once (their order).
     sizes: dict[str, int] | None = {} if worker_count(workers, len(tables)) > 1 else None
     reports = {} if full_refresh else _unchanged_tables(tables, settings, sizes)
+    mark("listed")
     for report in reports.values():
         if on_start:
             on_start(report)
@@ -118,10 +121,17 @@ def load_tables(
             left, settings, full_refresh, count, on_start, on_done, on_log, sizes or None
         )
     else:
-        for table in left:
-            reports[table] = load_table(table, settings, full_refresh, on_start)
-            if on_done:
-                on_done(reports[table])
+        # One table at a time in this process: the other CPUs the run may use are spare cores
+        # for its parse helper (loading/parse_helper.py).
+        spare = (workers if workers is not None else available_cpus()) - 1
+        use_spare_cores(threading.Semaphore(spare) if spare > 0 else None)
+        try:
+            for table in left:
+                reports[table] = load_table(table, settings, full_refresh, on_start)
+                if on_done:
+                    on_done(reports[table])
+        finally:
+            use_spare_cores(None)
     run.tables = {table: reports[table] for table in tables}
     unknown = sorted(set(folders) - set(TABLES))
     if unknown:

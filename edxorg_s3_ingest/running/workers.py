@@ -20,8 +20,10 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
 from edxorg_s3_ingest.landing.aws import s3_retry_note
+from edxorg_s3_ingest.loading.spare_cores import use_spare_cores
 from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.timeline import mark
 
 if TYPE_CHECKING:
     from edxorg_s3_ingest.settings import Settings
@@ -82,6 +84,10 @@ def load_in_workers(
     context = _worker_context()
     waiting = load_order(tables, settings, sizes) if len(tables) > workers else list(tables)
     pool: list[_Worker] = []
+    # A core whose worker ended with nothing left to load: a load still under way may take it
+    # for a parse helper process (loading/parse_helper.py). The only reference: dropped before
+    # stop_workers ends the resource tracker, so that the semaphore is unlinked first.
+    spare: list = [context.Semaphore(0)]
     reports: dict[str, TableReport] = {}
 
     def finished(report: TableReport) -> None:
@@ -92,13 +98,14 @@ def load_in_workers(
     try:
         while waiting or any(worker.table for worker in pool):
             while waiting and len(pool) < workers:
-                pool.append(_Worker(context, settings, full_refresh))
+                pool.append(_Worker(context, settings, full_refresh, spare[0]))
             for worker in list(pool):
                 if worker.table is not None or not worker.alive:
                     continue
-                if not waiting:  # nothing left for it: its memory goes back now
+                if not waiting:  # nothing left for it: its memory and its core go back now
                     worker.stop()
                     pool.remove(worker)
+                    spare[0].release()
                     continue
                 table = waiting.pop(0)
                 if not worker.load(table):
@@ -116,6 +123,7 @@ def load_in_workers(
     finally:
         for worker in pool:
             worker.stop()
+        spare.clear()
         stop_workers()
     return reports
 
@@ -212,10 +220,12 @@ def load_order(
 class _Worker:
     """A worker process, as this process sees it: the table it is loading, if any."""
 
-    def __init__(self, context, settings: Settings, full_refresh: bool) -> None:
+    def __init__(self, context, settings: Settings, full_refresh: bool, spare_cores) -> None:
         self.channel, theirs = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(settings, full_refresh, theirs), name="edxorg-s3-ingest worker"
+            target=_serve,
+            args=(settings, full_refresh, theirs, spare_cores),
+            name="edxorg-s3-ingest worker",
         )
         self.process.start()
         theirs.close()  # the worker's end: the channel ends when the worker does
@@ -303,10 +313,11 @@ def _log_here(record: logging.LogRecord) -> None:
     logging.getLogger(record.name).handle(record)
 
 
-def _serve(settings: Settings, full_refresh: bool, channel) -> None:
+def _serve(settings: Settings, full_refresh: bool, channel, spare_cores=None) -> None:
     """The body of a worker process: loads the tables it is sent, one at a time, until it is
     sent None. For each, sends its progress (every PROGRESS_INTERVAL, when it changed), its log
-    records and, last, its report."""
+    records and, last, its report. A load may take one of `spare_cores` for a parse helper."""
+    use_spare_cores(spare_cores)
     # stdout is the CLI's (`--json` prints the run report there): nothing of a worker lands on
     # it. stderr stays the CLI's stderr, where dlt's own logger writes.
     os.dup2(2, 1)
@@ -322,6 +333,7 @@ def _serve(settings: Settings, full_refresh: bool, channel) -> None:
     logging.getLogger().addHandler(_Forward(send))
     with suppress(EOFError, OSError):  # the CLI has gone (after the table it had asked for)
         while (table := channel.recv()) is not None:
+            mark(f"worker {table}")
             send("done", _load_sampled(table, settings, full_refresh, send))
     channel.close()
 

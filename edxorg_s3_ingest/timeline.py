@@ -1,0 +1,24 @@
+"""Benchmark-only timestamps of a run's milestones (benchmarks/fixed_cost.py reads them).
+
+`EDXORG_S3_INGEST_TIMELINE=<file>` makes `mark("<event>")` append `<unix time> <pid> <event>`
+to that file, from any process of the run (the CLI's and its workers'; one small O_APPEND write
+each, so lines never interleave). Unset, `mark` is one comparison.
+"""
+
+import os
+import time
+
+TIMELINE_ENV = "EDXORG_S3_INGEST_TIMELINE"
+_PATH = os.environ.get(TIMELINE_ENV)
+
+
+def mark(event: str) -> None:
+    """Records that the run reached `event` now, if a benchmark asked."""
+    if not _PATH:
+        return
+    line = f"{time.time():.6f} {os.getpid()} {event}\n".encode()
+    descriptor = os.open(_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
