@@ -9,6 +9,8 @@ nothing.
 import gzip
 import inspect
 import json
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +26,7 @@ from edxorg_s3_ingest.crashpoints import CRASH_ENV
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.tables import destination_table
 
+from conftest import REPO
 from moto_server import (
     BUCKET_URL,
     moto,  # noqa: F401 - the module's moto server fixture
@@ -33,6 +36,7 @@ from moto_server import (
     upload_sample,
     use_in_this_process,
 )
+from test_crash import Pause
 from test_iceberg import DEMO, FALL, assert_rows_equal, current_content, expected_rows
 
 pytestmark = pytest.mark.slow
@@ -289,6 +293,53 @@ def test_after_upkeep_loads_plan_as_if_it_had_not_run(aws_env, tmp_path):
     assert counted(fall) == Counter(
         {row: n for row, n in before.items() if (dict(row)["_course_id"] == FALL)}
     )
+
+
+def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path):
+    """A load pauses after planning (its state object written); upkeep compacts the table
+    meanwhile; the load's commit is refused, it plans again from the upkeep's snapshot (the
+    same state) and the table ends exact."""
+    from edxorg_s3_ingest.stores.iceberg_upkeep import UpkeepPolicy, upkeep_table
+
+    s3 = aws_env.client("s3")
+    upload_sample(s3, ["auth_user"])
+    env = aws_env.env(DAGSTER_ENVIRONMENT="qa")
+    args = ["--tables", "auth_user", "--bucket-url", BUCKET_URL, "--json", "--pipelines-dir"]
+    assert run_loads(env, *args[:-2], "--pipelines-dir", str(tmp_path / "p0")).returncode == 0
+    name = destination_table("auth_user")
+    fragment(aws_env, name, FALL)
+    fall = Counter({row: n for row, n in lake_rows(aws_env, name).items() if FALL in row[0]})
+    _, content = current_content(s3, "auth_user", DEMO)
+    lines = content.split(b"\n")
+    upload(s3, "auth_user", DEMO, b"\n".join(lines[:2] + lines[3:]))
+
+    pause = Pause(tmp_path / "fifos", "iceberg.state_written:1")
+    load = subprocess.Popen(
+        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, str(tmp_path / "p1")],
+        cwd=REPO,
+        env={**env, **pause.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert pause.wait(load) == str(load.pid)
+        report = upkeep_table(store(), name, UpkeepPolicy())
+        pause.resume()
+        out, err = load.communicate(timeout=300)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert report.files_compacted == 2
+    assert load.returncode == 0, err[-3000:]
+    loaded = json.loads(out)["tables"]["auth_user"]
+    assert (loaded["replans"], loaded["files_loaded"]) == (1, 1)
+    rows = aws_env.catalog().load_table((QA_DATABASE, name)).scan().to_arrow().to_pylist()
+    assert_rows_equal(rows, expected_rows(s3, "auth_user"), modified=False)
+    got = Counter({row: n for row, n in counted(rows).items() if FALL in row[0]})
+    assert got == fall
+    no_op = report_of(run_loads(env, *args[:-2], "--pipelines-dir", str(tmp_path / "p2")))
+    assert no_op["tables"]["auth_user"]["files_loaded"] == 0
 
 
 @pytest.mark.parametrize(
