@@ -342,28 +342,27 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     assert no_op["tables"]["auth_user"]["files_loaded"] == 0
 
 
-@pytest.mark.parametrize(
-    "point", ["upkeep.compacted_file_written", "upkeep.before_commit", "upkeep.compacted"]
-)
-def test_a_kill_during_compaction_leaves_the_table_exact(aws_env, point):
-    """The upkeep CLI killed (SIGKILL) inside its compaction, then run again: the same rows and
-    state at every step, and the second run completes the work."""
+def test_kills_during_compaction_leave_the_table_exact(aws_env):
+    """The upkeep CLI killed (SIGKILL) at each point of its compaction in turn (a data file
+    written, the snapshot about to be committed, just committed), then run to the end: the same
+    rows and state after every kill, and the last run finishes the work."""
     name = destination_table("teams")
     small_loads(aws_env, name, 4)
     before, state = lake_rows(aws_env, name), store().read_state(name).state
     env = aws_env.env(DAGSTER_ENVIRONMENT="qa")
 
-    killed = run_loads({**env, CRASH_ENV: f"{point}:1"}, "--upkeep", "--tables", "teams")
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert lake_rows(aws_env, name) == before and store().read_state(name).state == state
+    for point in ("upkeep.compacted_file_written", "upkeep.before_commit", "upkeep.compacted"):
+        killed = run_loads({**env, CRASH_ENV: f"{point}:1"}, "--upkeep", "--tables", "teams")
+        assert killed.returncode == -9, f"{point}: {killed.stderr[-3000:]}"
+        assert lake_rows(aws_env, name) == before, point
+        assert store().read_state(name).state == state, point
+    table = aws_env.catalog().load_table((QA_DATABASE, name))
+    assert len(table.inspect.files()) == 1  # the last kill came after the compaction's commit
 
     result = run_loads(env, "--upkeep", "--tables", "teams")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["table"] == name
-    assert report["files_compacted"] == (0 if point == "upkeep.compacted" else 4)
-    table = aws_env.catalog().load_table((QA_DATABASE, name))
-    assert len(table.inspect.files()) == 1
+    assert (report["table"], report["files_compacted"]) == (name, 0)
     assert lake_rows(aws_env, name) == before and store().read_state(name).state == state
 
 

@@ -143,7 +143,9 @@ def upkeep_table(
             compact(table, policy.target_file_bytes, report)
             merge_manifests(table, policy.max_manifests, report)
         except CommitFailedException as error:
-            raise StateMovedError(table_name, "upkeep's plan", "a newer snapshot") from error
+            # A failed commit leaves `table` at the snapshot the step planned from.
+            planned = table.current_snapshot().snapshot_id
+            raise StateMovedError(table_name, planned, "a newer snapshot") from error
         report.snapshots_expired = expire(table, cutoff)
         if table_name != REJECTS_TABLE:
             report.states_deleted = delete_unnamed_states(store, table, table_name, cutoff)
