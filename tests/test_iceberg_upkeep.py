@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyiceberg
 import pytest
 from pyiceberg.exceptions import CommitFailedException
@@ -194,6 +195,30 @@ def test_expiry_keeps_the_current_snapshot_and_the_states_it_and_young_loads_nam
     assert state_keys(aws_env, name) == {current.summary["edxorg-s3-ingest.state"]}
     assert lake_rows(aws_env, name) == before
     assert store().read_state(name).state == {"loads": {f"course-{m}": f"L{m}" for m in range(3)}}
+
+
+def test_the_rejects_table_is_compacted_and_its_loads_stay_idempotent(aws_env, tmp_path):
+    """Three loads' rejects of one table (three files in its `table` partition) become one
+    file; a load's rejects appended again after the upkeep are still found in the history."""
+    from edxorg_s3_ingest.stores.iceberg_upkeep import UpkeepPolicy, upkeep_table
+    from edxorg_s3_ingest.tables import REJECTS_TABLE
+
+    lake = store()
+    for n in range(3):
+        staged = tmp_path / f"rejects-{n}.parquet"
+        rows = {"table": ["teams"], "reason": ["ragged_line"], "_dlt_file_path": [f"s3://l/{n}"]}
+        pq.write_table(pa.table(rows), staged)
+        lake.append_rejects("teams", f"L{n}", [staged])
+    before = lake_rows(aws_env, REJECTS_TABLE)
+
+    report = upkeep_table(lake, REJECTS_TABLE, UpkeepPolicy())
+    assert (report.files_compacted, report.files_written) == (3, 1)
+    assert lake_rows(aws_env, REJECTS_TABLE) == before
+    snapshots = len(aws_env.catalog().load_table((QA_DATABASE, REJECTS_TABLE)).snapshots())
+    lake.append_rejects("teams", "L2", [staged])  # load L2 done again: nothing changes
+    rejects = aws_env.catalog().load_table((QA_DATABASE, REJECTS_TABLE))
+    assert len(rejects.snapshots()) == snapshots and len(rejects.inspect.files()) == 1
+    assert lake_rows(aws_env, REJECTS_TABLE) == before
 
 
 def test_upkeep_planned_from_a_moved_table_changes_nothing(aws_env):
