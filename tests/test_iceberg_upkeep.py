@@ -27,7 +27,7 @@ from edxorg_s3_ingest.crashpoints import CRASH_ENV
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.tables import destination_table
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from moto_server import (
     BUCKET_URL,
     moto,  # noqa: F401 - the module's moto server fixture
@@ -72,6 +72,10 @@ def lake_rows(moto, name: str) -> Counter:  # noqa: F811
     return counted(moto.catalog().load_table((QA_DATABASE, name)).scan().to_arrow().to_pylist())
 
 
+def of_course(rows: Counter, course: str) -> Counter:
+    return Counter({row: n for row, n in rows.items() if dict(row)["_course_id"] == course})
+
+
 def state_keys(moto, name: str) -> set[str]:  # noqa: F811
     listing = moto.client("s3").list_objects_v2(
         Bucket=LAKE_BUCKET, Prefix=f"edxorg/_edxorg_s3_ingest_state/{name}/"
@@ -92,9 +96,15 @@ COLUMNS = pa.schema(
 
 
 def _rows_of_load(n: int) -> list[dict]:
+    """Load n's rows: three of the course `course-<n>`."""
+    course, load_id = f"course-{n}", f"L{n}"
     return [
-        {"name": f"row {n}.{i}", "_course_id": f"course-{n}", "_source_line": i + 2}
-        | {"_dlt_load_id": f"L{n}"}
+        {
+            "name": f"row {n}.{i}",
+            "_course_id": course,
+            "_source_line": i + 2,
+            "_dlt_load_id": load_id,
+        }
         for i in range(3)
     ]
 
@@ -314,10 +324,7 @@ def test_after_upkeep_loads_plan_as_if_it_had_not_run(aws_env, tmp_path):
     assert (replaced["files_loaded"], replaced["courses_replaced"]) == (1, 1)
     rows = aws_env.catalog().load_table((QA_DATABASE, name)).scan().to_arrow().to_pylist()
     assert_rows_equal(rows, expected_rows(s3, "auth_user"), modified=False)
-    fall = [row for row in rows if row["_course_id"] == FALL]
-    assert counted(fall) == Counter(
-        {row: n for row, n in before.items() if (dict(row)["_course_id"] == FALL)}
-    )
+    assert of_course(counted(rows), FALL) == of_course(before, FALL)
 
 
 def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path):
@@ -329,18 +336,19 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     s3 = aws_env.client("s3")
     upload_sample(s3, ["auth_user"])
     env = aws_env.env(DAGSTER_ENVIRONMENT="qa")
-    args = ["--tables", "auth_user", "--bucket-url", BUCKET_URL, "--json", "--pipelines-dir"]
-    assert run_loads(env, *args[:-2], "--pipelines-dir", str(tmp_path / "p0")).returncode == 0
+    args = ["--tables", "auth_user", "--bucket-url", BUCKET_URL]
+    assert run_loads(env, *args, "--pipelines-dir", str(tmp_path / "p0")).returncode == 0
     name = destination_table("auth_user")
     fragment(aws_env, name, FALL)
-    fall = Counter({row: n for row, n in lake_rows(aws_env, name).items() if FALL in row[0]})
+    fall = of_course(lake_rows(aws_env, name), FALL)
     _, content = current_content(s3, "auth_user", DEMO)
     lines = content.split(b"\n")
     upload(s3, "auth_user", DEMO, b"\n".join(lines[:2] + lines[3:]))
 
     pause = Pause(tmp_path / "fifos", "iceberg.state_written:1")
     load = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, str(tmp_path / "p1")],
+        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--json"]
+        + ["--pipelines-dir", str(tmp_path / "p1")],
         cwd=REPO,
         env={**env, **pause.env},
         stdout=subprocess.PIPE,
@@ -361,9 +369,8 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     assert (loaded["replans"], loaded["files_loaded"]) == (1, 1)
     rows = aws_env.catalog().load_table((QA_DATABASE, name)).scan().to_arrow().to_pylist()
     assert_rows_equal(rows, expected_rows(s3, "auth_user"), modified=False)
-    got = Counter({row: n for row, n in counted(rows).items() if FALL in row[0]})
-    assert got == fall
-    no_op = report_of(run_loads(env, *args[:-2], "--pipelines-dir", str(tmp_path / "p2")))
+    assert of_course(counted(rows), FALL) == fall  # untouched: the same rows and load ids
+    no_op = report_of(run_loads(env, *args, "--pipelines-dir", str(tmp_path / "p2")))
     assert no_op["tables"]["auth_user"]["files_loaded"] == 0
 
 
@@ -420,6 +427,12 @@ def test_the_upkeep_job_and_its_schedule(aws_env, monkeypatch):
         instance=dg.DagsterInstance.ephemeral(), op_selection=["upkeep_teams"]
     )
     assert result.success and result.output_for_node("upkeep_teams") == {}
+
+
+def test_upkeep_in_dev_says_there_is_nothing_to_do(tmp_path):
+    result = run_cli("--upkeep", "--data-dir", str(tmp_path / "data"))
+    assert result.stdout == "edxorg-s3-ingest: dev keeps Parquet tables, which need no upkeep\n"
+    assert not (tmp_path / "data").exists()
 
 
 def test_policy_comes_from_the_environment(monkeypatch):
