@@ -374,6 +374,54 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     assert no_op["tables"]["auth_user"]["files_loaded"] == 0
 
 
+def test_upkeep_racing_with_a_load_plans_again_from_the_loads_snapshot(aws_env, tmp_path):
+    """The upkeep CLI pauses with its compaction written; a load commits meanwhile (a new
+    course, a new state); the upkeep's commit is refused, it plans again, and its snapshot
+    carries the load's state, not the one it first planned from."""
+    from edxorg_s3_ingest.stores.iceberg_store import LOAD_ID, STATE
+
+    name = destination_table("teams")
+    small_loads(aws_env, name, 4)
+    pause = Pause(tmp_path / "fifos", "upkeep.before_commit:1")
+    upkeep = subprocess.Popen(
+        [sys.executable, "-m", "edxorg_s3_ingest.loads", "--upkeep", "--tables", "teams", "--json"],
+        cwd=REPO,
+        env={
+            **aws_env.env(DAGSTER_ENVIRONMENT="qa"),
+            **pause.env,
+            "EDXORG_S3_INGEST_UPKEEP_MAX_MANIFESTS": "100",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert pause.wait(upkeep) == str(upkeep.pid)
+        table = aws_env.catalog().load_table((QA_DATABASE, name))
+        loaded = table.current_snapshot().summary
+        key = f"edxorg/_edxorg_s3_ingest_state/{name}/L4.json.gz"
+        state = {"loads": {"course-4": "L4"}}
+        aws_env.client("s3").put_object(
+            Bucket=LAKE_BUCKET, Key=key, Body=gzip.compress(json.dumps(state).encode())
+        )
+        marker = {LOAD_ID: "L4", STATE: f"s3://{LAKE_BUCKET}/{key}"}
+        table.append(pa.Table.from_pylist(_rows_of_load(4), schema=COLUMNS), marker)
+        pause.resume()
+        out, err = upkeep.communicate(timeout=300)
+    finally:
+        if upkeep.poll() is None:
+            upkeep.kill()
+    assert upkeep.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert (report["replans"], report["files_compacted"]) == (1, 5)
+    expected = counted([row for n in range(5) for row in _rows_of_load(n)])
+    assert lake_rows(aws_env, name) == expected
+    current = aws_env.catalog().load_table((QA_DATABASE, name)).current_snapshot().summary
+    assert (current[LOAD_ID], current[STATE]) == ("L4", marker[STATE])
+    assert current[STATE] != loaded[STATE]  # not the state the upkeep first planned from
+    assert store().read_state(name).state == state
+
+
 def test_kills_during_compaction_leave_the_table_exact(aws_env):
     """The upkeep CLI killed (SIGKILL) at each point of its compaction in turn (a data file
     written, the snapshot about to be committed, just committed), then run to the end: the same

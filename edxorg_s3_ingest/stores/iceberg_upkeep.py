@@ -116,6 +116,8 @@ class UpkeepReport:
     manifests_after: int = 0
     snapshots_expired: int = 0
     states_deleted: int = 0
+    replans: int = 0
+    """Times a load committed while this upkeep was under way, so that it planned again."""
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -305,8 +307,11 @@ def upkeep(
     store = IcebergStore(lake_url, database)
     for attempt in range(3):
         try:
-            return upkeep_table(store, table_name, policy, now)
+            report = upkeep_table(store, table_name, policy, now)
         except StateMovedError:
             if attempt == 2:
                 raise
+            continue
+        report.replans = attempt
+        return report
     raise AssertionError("unreachable")
