@@ -2,6 +2,7 @@
 the executor that `EDXORG_S3_INGEST_EXECUTOR` names (README: "Dagster")."""
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
@@ -13,11 +14,10 @@ EXECUTOR_VARIABLE = "EDXORG_S3_INGEST_EXECUTOR"
 
 def multiprocess() -> dg.ExecutorDefinition:
     """Dagster's multiprocess executor, its step processes forked from a server that imported the
-    loader once, as the CLI's workers are: each step then starts in about a second instead of
-    importing dagster, dlt and pyarrow again (~4 s of CPU per table)."""
-    from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
-
-    preload = [__name__, "edxorg_s3_ingest.orchestration.component", *WORKER_PRELOAD]
+    loader and built these definitions once (step_server.py), as the CLI's workers are: each
+    step then starts in well under a second instead of importing dagster, dlt and pyarrow and
+    building the definitions again (~4 s of CPU per table)."""
+    preload = step_preload()
     return dg.multiprocess_executor.configured(
         lambda config: {
             "max_concurrent": config["max_concurrent"],
@@ -30,6 +30,14 @@ def multiprocess() -> dg.ExecutorDefinition:
             )
         },
     )
+
+
+def step_preload() -> list[str]:
+    """What the step processes' fork server imports: the CLI workers' loading code, then the
+    definitions, built there (step_server.py)."""
+    from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
+
+    return [*WORKER_PRELOAD, "edxorg_s3_ingest.step_server"]
 
 
 def executor() -> dg.ExecutorDefinition:
@@ -48,5 +56,15 @@ def executor() -> dg.ExecutorDefinition:
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    return built(frozenset(os.environ.items()), os.getcwd())
+
+
+@lru_cache(maxsize=4)
+def built(environment: frozenset, working_dir: str) -> dg.Definitions:
+    """The definitions, built once per process for the same environment variables and working
+    directory (what settings and the executor read, besides the code and `.dlt/*.toml`, which a
+    code location reloads with a new process): Dagster calls `defs` each time it reconstructs
+    the code location from its pointer, six times in one `dagster asset materialize` and again
+    in each step process, ~1 s each."""
     tables = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(tables, dg.Definitions(executor=executor()))

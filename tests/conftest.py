@@ -67,3 +67,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     note = getattr(config, "_reliability_note", None)
     if note:
         terminalreporter.write_line(note)
+
+
+NO_OP_PROBE = """
+import sys
+from edxorg_s3_ingest import cli
+code = cli.main(sys.argv[1:])
+loading = ("dlt", "pyarrow", "pandas", "pyiceberg", "boto3", "botocore")
+loading += ("edxorg_s3_ingest.running.workers",)
+print(sorted(name for name in loading if name in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_probed(env: dict | None, *args: str) -> tuple[dict, str]:
+    """The CLI run in a process that then says which of the loading modules it imported (the
+    last line of stderr): its JSON report and that line."""
+    command = [sys.executable, "-c", NO_OP_PROBE, *args, "--json"]
+    probe = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    return json.loads(probe.stdout), probe.stderr.strip().splitlines()[-1]

@@ -202,3 +202,55 @@ def test_an_unknown_executor_stops_loading(monkeypatch):
     monkeypatch.setenv(EXECUTOR_VARIABLE, "celery")
     with pytest.raises(ConfigurationError, match="is not one of multiprocess, k8s"):
         executor()
+
+
+def test_the_definitions_are_built_once_per_process_and_environment(monkeypatch):
+    """Dagster asks `defs` again each time it reconstructs the code location (six times in one
+    `dagster asset materialize`): the same environment gets the same definitions, another one
+    definitions built for it."""
+    from edxorg_s3_ingest.definitions import defs
+
+    monkeypatch.delenv("DAGSTER_ENVIRONMENT", raising=False)
+    dev = defs()
+    assert defs() is dev
+    monkeypatch.setenv("DAGSTER_ENVIRONMENT", "qa")
+    qa = defs()
+    assert qa is not dev
+    kinds = {spec.key: spec.kinds for spec in qa.resolve_all_asset_specs()}
+    assert kinds[key("auth_user")] == {"dlt", "iceberg"}
+
+
+STEP_PROBE = '''
+def step():
+    """In a process forked from the step server: whether the server had built the definitions,
+    and how many times this process built them when Dagster asked for them."""
+    from edxorg_s3_ingest.definitions import built, defs
+
+    server = built.cache_info()
+    defs()
+    return server.currsize, built.cache_info().misses - server.misses
+'''
+
+
+def test_step_processes_use_the_definitions_their_fork_server_built(tmp_path):
+    """The multiprocess executor's fork server imports `step_preload()`; a process forked from
+    it, as each table step is, finds the definitions built and builds nothing (~1 s a step)."""
+    (tmp_path / "step_probe.py").write_text(STEP_PROBE)
+    script = (
+        "import multiprocessing, step_probe\n"
+        "from edxorg_s3_ingest.definitions import step_preload\n"
+        "context = multiprocessing.get_context('forkserver')\n"
+        "context.set_forkserver_preload(step_preload())\n"
+        "with context.Pool(1) as pool:\n"
+        "    print(pool.apply(step_probe.step))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 0)"

@@ -18,6 +18,7 @@ from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.stores import LoadCommit
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
+from conftest import run_probed
 from moto_server import (
     BUCKET_URL,
     LAKE_BUCKETS,
@@ -224,7 +225,7 @@ def test_tables_are_registered_in_glue_as_iceberg_under_the_lake(history, moto):
         )
 
 
-def test_format_v2_athena_types_and_course_partitions(history, moto):  # noqa: F811
+def test_format_v2_athena_types_and_unpartitioned_layout(history, moto):  # noqa: F811
     table = moto.catalog().load_table((QA_DATABASE, destination_table("teams")))
     assert table.metadata.format_version == 2
     types = {field.name: field.field_type for field in table.schema().fields}
@@ -235,9 +236,9 @@ def test_format_v2_athena_types_and_course_partitions(history, moto):  # noqa: F
         for name in types
         if name not in {"_source_line", "_dlt_file_modified"}
     )
-    assert [(field.name, str(field.transform)) for field in table.spec().fields] == [
-        ("_course_id", "identity")
-    ]
+    # Files follow bytes, not courses (test_lake_layout.py): no partitions, exact course bounds.
+    assert not table.spec().fields
+    assert table.properties["write.metadata.metrics.column._course_id"] == "full"
 
 
 @pytest.mark.parametrize(
@@ -318,6 +319,25 @@ def test_no_op_run_adds_no_snapshot(history):
     assert after.snapshots == before.snapshots
     assert after.metadata == before.metadata
     assert all(report["status"] == "unchanged" for report in after.report["tables"].values())
+
+
+def test_no_op_run_is_decided_in_the_cli_process_from_the_lake(history, moto):  # noqa: F811
+    """A fresh pod's run with nothing new lists, reads each table's state with boto3 and ends:
+    neither pyiceberg nor pyarrow nor dlt is imported, no worker starts, nothing is written."""
+    env = moto.env(DAGSTER_ENVIRONMENT="qa")
+    before = glue_tables(moto.client("glue"), QA_DATABASE)
+    report, imported = run_probed(env, "--tables", ",".join(TABLES), "--bucket-url", BUCKET_URL)
+    assert imported == "['boto3', 'botocore']"
+    assert glue_tables(moto.client("glue"), QA_DATABASE) == before
+    for table in TABLES:
+        found, loaded = report["tables"][table], history["no-op"].report["tables"][table]
+        assert found["status"] == "unchanged" and found["files_loaded"] == 0
+        assert (
+            found["table_rows"]
+            == loaded["table_rows"]
+            == len(history["no-op"].rows[destination_table(table)])
+        )
+        assert found["destination"] == loaded["destination"]
 
 
 def test_full_refresh_rebuilds_the_tables_in_place(history):
@@ -513,7 +533,7 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
 def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, monkeypatch):
     from edxorg_s3_ingest.stores import iceberg_store
 
-    monkeypatch.setattr(iceberg_store, "CHUNK_BYTES", 1)  # every batch is a chunk of its own
+    monkeypatch.setattr(iceberg_store, "TARGET_FILE_BYTES", 1)  # every batch is a file of its own
     store = iceberg_store.IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     staged = [
         staged_file(tmp_path / f"{n}.parquet", "c1", "L1", [f"row {n}.{i}" for i in range(3)])

@@ -1,15 +1,16 @@
-"""The lake's data files written through pyiceberg's private `_dataframe_to_data_files`
-(stores/iceberg_files.py): the API it was checked against, and the split by partition."""
+"""The lake's data files written through pyiceberg's private API (stores/iceberg_files.py):
+the API it was checked against, the split by partition, and the streaming writer's files."""
 
 import inspect
 import itertools
+import os
 import random
 import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyiceberg
-from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import ParquetFormatWriter, PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table.metadata import new_table_metadata
@@ -17,7 +18,7 @@ from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import NestedField, StringType
 
-from edxorg_s3_ingest.stores.iceberg_files import data_files
+from edxorg_s3_ingest.stores.iceberg_files import DataFileWriter, data_files
 
 
 def test_the_private_api_is_the_one_checked():
@@ -25,6 +26,8 @@ def test_the_private_api_is_the_one_checked():
     assert pyiceberg.__version__.startswith("0.12.")
     parameters = list(inspect.signature(_dataframe_to_data_files).parameters)
     assert parameters == ["table_metadata", "df", "io", "write_uuid", "counter"]
+    parameters = list(inspect.signature(ParquetFormatWriter).parameters)
+    assert parameters == ["output_file", "file_schema", "properties"]
 
 
 def table_metadata(location: str, partitioned: bool):
@@ -63,3 +66,29 @@ def test_an_unpartitioned_table_is_written_as_it_is(tmp_path):
     metadata = table_metadata(f"file://{tmp_path}", partitioned=False)
     (file,) = data_files(metadata, rows, PyArrowFileIO(), uuid.uuid4(), itertools.count())
     assert pq.read_table(file.file_path.removeprefix("file://")).equals(rows)
+
+
+def test_the_streaming_writer_rolls_files_over_by_bytes_with_field_ids_and_bounds(tmp_path):
+    metadata = table_metadata(f"file://{tmp_path}", partitioned=False)
+    writer = DataFileWriter(metadata, PyArrowFileIO(), uuid.uuid4(), itertools.count(), 1000)
+    batches = [
+        pa.record_batch({"id": [f"{n}-{i}" for i in range(100)], "_course_id": [f"c{n}"] * 100})
+        for n in range(5)
+    ]
+    files = [file for batch in batches if (file := writer.write(batch))]
+    assert writer.close() is None  # every batch (over 1000 bytes) closed a file of its own
+    assert [file.record_count for file in files] == [100] * 5
+    for n, file in enumerate(files):
+        path = file.file_path.removeprefix("file://")
+        parquet = pq.ParquetFile(path)
+        ids = [field.metadata[b"PARQUET:field_id"] for field in parquet.schema_arrow]
+        assert ids == [b"1", b"2"]
+        assert file.lower_bounds[2] == file.upper_bounds[2] == f"c{n}".encode()
+        assert file.file_size_in_bytes == os.path.getsize(path)
+        assert parquet.read().column("id").to_pylist() == batches[n].column("id").to_pylist()
+
+    together = DataFileWriter(metadata, PyArrowFileIO(), uuid.uuid4(), itertools.count(), 1 << 30)
+    assert all(together.write(batch) is None for batch in batches)
+    (file,) = [together.close()]
+    assert file.record_count == 500
+    assert (file.lower_bounds[2], file.upper_bounds[2]) == (b"c0", b"c4")

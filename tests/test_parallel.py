@@ -23,7 +23,7 @@ import pytest
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 
-from conftest import REPO, SMALL, run_cli
+from conftest import REPO, SMALL, run_cli, run_probed
 from landing import Landing
 from oracle import canonical, table_rows
 from terminal import Screen
@@ -228,16 +228,6 @@ def test_no_op_run_runs_no_pipeline(tmp_path):
         assert trace_and_packages(pipelines, table) == before[table], table
 
 
-NO_OP_PROBE = """
-import sys
-from edxorg_s3_ingest import cli
-code = cli.main(sys.argv[1:])
-loading = ("dlt", "pyarrow", "pandas", "boto3", "botocore", "edxorg_s3_ingest.running.workers")
-print(sorted(name for name in loading if name in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def test_no_op_run_is_one_listing_in_the_cli_process(tmp_path):
     """In dev, a run with nothing new is decided in the CLI process from the listing and each
     table's state file: no loading code is imported and no worker process is started. (A table
@@ -245,12 +235,9 @@ def test_no_op_run_is_one_listing_in_the_cli_process(tmp_path):
     with nothing new after each kill, and finds the load completed.)"""
     run_report(*folders(tmp_path))
     # Every setting given as a flag: dlt's configuration is not needed either (settings.py).
-    settings = ("--bucket-url", str(SMALL), *folders(tmp_path), "--json")
-    command = [sys.executable, "-c", NO_OP_PROBE, *settings]
-    probe = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert probe.returncode == 0, probe.stderr
-    assert probe.stderr.strip().splitlines()[-1] == "[]"
-    statuses = {name: t["status"] for name, t in json.loads(probe.stdout)["tables"].items()}
+    report, imported = run_probed(None, "--bucket-url", str(SMALL), *folders(tmp_path))
+    assert imported == "[]"
+    statuses = {name: t["status"] for name, t in report["tables"].items()}
     assert {statuses[table] for table in SAMPLE_TABLES} == {"unchanged"}
 
 

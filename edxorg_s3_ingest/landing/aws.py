@@ -189,6 +189,23 @@ def s3_client():
     return _s3_client(aws_environment())
 
 
+@functools.cache
+def _glue_client(_environment: tuple):
+    from botocore.config import Config
+
+    session, region = _session_and_region()
+    # A client from the session keeps botocore's refreshing credentials (IRSA, assumed roles)
+    # and picks AWS_ENDPOINT_URL_GLUE / AWS_ENDPOINT_URL up by itself.
+    return session.client(
+        "glue", region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 5})
+    )
+
+
+def glue_client():
+    """The process's Glue client for the current AWS settings (the lake's catalog)."""
+    return _glue_client(aws_environment())
+
+
 CREDENTIAL_SOURCES = {
     "env": "the environment (AWS_ACCESS_KEY_ID)",
     "shared-credentials-file": "the shared credentials file",

@@ -79,24 +79,40 @@ class TableLoad:
         """The table's dlt pipeline folder: a disposable working area, emptied at each start."""
         return self.settings.pipelines_dir / pipeline_name(self.table)
 
-    def stored(self) -> StoredState:
-        """The table's state as its store holds it (dev: read without pyarrow or dlt)."""
+    def stored(self, quick: bool = False) -> StoredState:
+        """The table's state as its store holds it; read without pyarrow or dlt in dev, and
+        with `quick` in the lake (with boto3 alone; lake_state.Unusual when the table is not
+        as this loader writes it: its load will say what to fix)."""
         if self.settings.environment == "dev":
             from edxorg_s3_ingest.stores.parquet_state import read_state
 
             return read_state(self.settings.data_dir / self.table_name)
+        if quick:
+            from edxorg_s3_ingest.stores.lake_state import read_lake_state
+
+            return read_lake_state(
+                self.settings.lake_url, self.settings.glue_database, self.table_name
+            )
         return self.store.read_state(self.table_name)
 
-    def work(self, loading: bool = False) -> Work:
+    @property
+    def destination(self) -> str:
+        """Where the table is (the store's `uri`, known without building the store)."""
+        if self.settings.environment == "dev":
+            return str(self.settings.data_dir / self.table_name)
+        return f"{self.settings.lake_url.rstrip('/')}/{self.table_name}"
+
+    def work(self, loading: bool = False, quick: bool = False) -> Work:
         """One listing and the stored state, and the plan made from both (`loading`: by the
-        load that carries it out, where a test may stop it: crashpoints.py)."""
+        load that carries it out, where a test may stop it: crashpoints.py; `quick`: see
+        `stored`)."""
         from edxorg_s3_ingest.landing.listing import list_prod_files
         from edxorg_s3_ingest.state.incremental import copied, plan, preview
         from edxorg_s3_ingest.state.table_state import DamagedStateError, StoredState
         from edxorg_s3_ingest.state.work import Work
 
         try:
-            stored = self.stored()
+            stored = self.stored(quick)
         except DamagedStateError as error:
             if not self.full_refresh:  # a rebuild needs nothing of a damaged state
                 raise
@@ -222,22 +238,20 @@ def unchanged_report(
     sizes: dict[str, int] | None = None,
     must_load: Callable[[], None] | None = None,
 ) -> TableReport | None:
-    """The report of a dev table with nothing new, decided in this process with neither dlt nor
-    pyarrow, or None when the table must be loaded (or a load would report a problem: a busy
-    table, a failed listing). With `sizes`, `sizes[table]` gets the bytes its load reads (the
-    order of loads in workers: largest first); `must_load` is called as soon as the table is
-    known to need a load. The row count is the one the state records (SPEC §5: the table holds
-    exactly those rows). Not for qa and production, whose loads check the lake first."""
+    """The report of a table with nothing new, decided in this process with neither dlt nor
+    pyarrow nor pyiceberg, or None when the table must be loaded (or a load would report a
+    problem: a busy table, a failed listing, a lake table not as this loader writes it). With
+    `sizes`, `sizes[table]` gets the bytes its load reads (the order of loads in workers:
+    largest first); `must_load` is called as soon as the table is known to need a load. The row
+    count is the one the state records (SPEC §5: the table holds exactly those rows)."""
     from edxorg_s3_ingest.state.table_state import expected_rows
 
-    if settings.environment != "dev":
-        return None
     load = TableLoad(table, settings)
     report = load.report
     report.start()
     try:
         with table_lock(settings, table):
-            work = load.work()
+            work = load.work(quick=True)
     except Exception:  # noqa: BLE001 - the table's load meets it again and reports it
         if must_load:
             must_load()
@@ -249,7 +263,7 @@ def unchanged_report(
             must_load()
         return None
     load._report_plan(work)
-    report.destination = str(settings.data_dir / load.table_name)  # ParquetStore.uri
+    report.destination = load.destination
     report.table_rows = expected_rows(work.state)
     report.finish("no_prod_files" if not work.listing.files else "unchanged")
     return report

@@ -1,8 +1,9 @@
 """Loading several tables (the CLI): each is a table_load.TableLoad (SPEC §6, §7).
 
-`load_tables` first finds, in this process and without dlt, the dev tables with nothing new (a
-run with nothing new only lists, SPEC §7); the others load one after the other in this process,
-or several at once in worker processes (workers.py; the CLI's default is one worker per CPU).
+`load_tables` first finds, in this process and without dlt or pyiceberg, the tables with nothing
+new (a run with nothing new only lists and reads the tables' states, SPEC §7); the others load
+one after the other in this process, or several at once in worker processes (workers.py; the
+CLI's default is one worker per CPU).
 
 Importing this module imports neither dlt nor boto3 nor pyarrow: they are imported where they
 are used, so that a run with nothing new never pays for them.
@@ -155,15 +156,14 @@ def _not_started(run: RunReport, tables: list[str], error: str) -> RunReport:
 def _unchanged_tables(
     tables: list[str], settings: Settings, sizes: dict[str, int] | None
 ) -> dict[str, TableReport]:
-    """The reports of the dev tables with nothing new, found before any table is loaded: a run
-    with nothing new lists the landing zone and ends, with no worker process started. S3
+    """The reports of the tables with nothing new, found before any table is loaded: a run
+    with nothing new lists the landing zone (and reads the lake's states) and ends, with no
+    worker process started. S3
     listings overlap (they wait on the network). `sizes`, if given (several tables may load at
     once), gets the bytes each other table's load reads, from the same listings; and once two
     tables are known to need a load, the worker processes' fork server starts."""
     from edxorg_s3_ingest.landing.aws import is_s3
 
-    if settings.environment != "dev":
-        return {}
     to_load: set[str] = set()
     lock = threading.Lock()
 
@@ -181,7 +181,8 @@ def _unchanged_tables(
 
         return unchanged_report(table, settings, sizes, must_load if sizes is not None else None)
 
-    if not is_s3(settings.bucket_url):  # a local listing has no wait to overlap
+    if not is_s3(settings.bucket_url) and settings.environment == "dev":
+        # A local listing and state have no wait to overlap.
         found = [unchanged(table) for table in tables]
     else:
         with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:

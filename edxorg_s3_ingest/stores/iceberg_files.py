@@ -4,11 +4,15 @@ fails loudly if it changes).
 
 pyiceberg's public writes (`append`, `overwrite`) commit a snapshot of their own; a load adds
 its files to the snapshot that also deletes the replaced courses' files and carries the state,
-so it writes them with `_dataframe_to_data_files` and hands them to that snapshot.
+so it writes them itself and hands them to that snapshot:
 
-Its partition split filters the whole table once per partition value (rows × courses: 5.2 s of
-a 17 s qa load with 200 courses per table). The rows are sorted by the partition column and
-written one slice per value instead: each call then holds one partition.
+- `DataFileWriter` (unpartitioned tables, the layout of this store): rows streamed into one
+  Parquet file after another, each closed once `target_bytes` of Arrow data went in, so files
+  follow bytes and memory stays at one row group, whatever the size of the load.
+- `data_files` (tables partitioned by the identity of one column: the rejects table, and edX
+  tables created before the layout changed): `_dataframe_to_data_files` one partition at a
+  time. Its own split filters the whole table once per partition value (rows × values); the
+  rows are sorted by the partition column and written one slice per value instead.
 """
 
 import itertools
@@ -18,9 +22,99 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
+from pyiceberg.io.pyarrow import (
+    ParquetFormatWriter,
+    _dataframe_to_data_files,
+    schema_to_pyarrow,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.schema import sanitize_column_names
+from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.typedef import Record
+
+ROW_GROUP_BYTES = 32 << 20
+"""Arrow bytes gathered before they are written as one row group: readers skip by row group,
+and each write call of pyarrow's ParquetWriter makes at least one."""
+
+
+class DataFileWriter:
+    """Rows of an unpartitioned table, in the table's columns (`arrow_schema`), written as data
+    files of about `target_bytes` of Arrow data each (pyiceberg's own measure of
+    `write.target-file-size-bytes`; zstd Parquet is several times smaller)."""
+
+    def __init__(
+        self,
+        metadata: TableMetadata,
+        io: FileIO,
+        commit_uuid: uuid.UUID,
+        counter: itertools.count,
+        target_bytes: int,
+    ) -> None:
+        if metadata.spec().fields:
+            raise ValueError("DataFileWriter writes unpartitioned tables only")
+        self.metadata = metadata
+        self.io = io
+        self.commit_uuid = commit_uuid
+        self.counter = counter
+        self.target_bytes = target_bytes
+        schema = metadata.schema()
+        self.file_schema = sanitize_column_names(schema)
+        self.arrow_schema = schema_to_pyarrow(schema, include_field_ids=False)
+        self._with_ids = schema_to_pyarrow(self.file_schema, include_field_ids=True)
+        self._locations = load_location_provider(metadata.location, metadata.properties)
+        self._file: tuple[str, ParquetFormatWriter] | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._file_bytes = 0
+
+    def write(self, batch: pa.RecordBatch) -> DataFile | None:
+        """Adds rows (in `arrow_schema`); returns a data file when this closed one."""
+        if not batch.num_rows:
+            return None
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+        if self._file_bytes + self._pending_bytes >= self.target_bytes:
+            return self.close()
+        return None
+
+    def close(self) -> DataFile | None:
+        """Closes the current file, if any rows went in: its data file."""
+        self._flush()
+        if self._file is None:
+            return None
+        path, writer = self._file
+        self._file, self._file_bytes = None, 0
+        statistics = writer.close()
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=FileFormat.PARQUET,
+            partition=Record(),
+            file_size_in_bytes=len(self.io.new_input(path)),
+            sort_order_id=None,
+            spec_id=self.metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._file is None:
+            name = f"00000-{next(self.counter)}-{self.commit_uuid}.parquet"
+            path = self._locations.new_data_location(name)
+            writer = ParquetFormatWriter(
+                self.io.new_output(path), self.file_schema, self.metadata.properties
+            )
+            self._file = (path, writer)
+        rows = pa.Table.from_batches(self._pending).rename_columns(self._with_ids.names)
+        self._file[1].write(rows.cast(self._with_ids))
+        self._file_bytes += self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
 
 
 def data_files(

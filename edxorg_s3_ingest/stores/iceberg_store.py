@@ -2,9 +2,15 @@
 
 `<lake_url>/<table_name>/` holds each table's data and metadata; the Glue database holds its entry.
 
-- Edx tables are partitioned by `identity(_course_id)`: replacing a course drops whole data files
-  and never rewrites another course's rows.
-- One load of one table is ONE snapshot: its courses' files deleted and its new files added
+- Edx tables are unpartitioned, and their data files follow bytes, not courses: a load writes
+  its rows into files of about TARGET_FILE_BYTES of Arrow data (a course whose staged rows fill
+  ALONE_BYTES or more gets files of its own), with exact `_course_id` bounds in each file's
+  metrics. Replacing a course deletes the files that hold only replaced courses and rewrites
+  (copy-on-write) the few that also hold others, their rows copied as they are (load ids
+  included) into the load's new files. Tables created partitioned by `identity(_course_id)`
+  (one file per course per load) are moved to this layout by their next load: their old files
+  hold one course each and are deleted whole when it is replaced.
+- One load of one table is ONE snapshot: its courses' rows deleted and its new files added
   in a single overwrite, with any new columns added (by name) in the same transaction.
 - Each snapshot of a load carries the load id and the table's incremental state in its summary:
   a pointer to a gzipped JSON object under `<lake_url>/_edxorg_s3_ingest_state/<table_name>/`
@@ -23,7 +29,6 @@ import gzip
 import itertools
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -34,7 +39,6 @@ import boto3
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from botocore.config import Config
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -49,7 +53,7 @@ from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import IcebergType, LongType, NestedField, StringType, TimestamptzType
@@ -59,12 +63,15 @@ from edxorg_s3_ingest.landing.aws import (
     ACCESS_DENIED,
     BAD_CREDENTIALS,
     CREDENTIALS_HINT,
+    DEFAULT_REGION,
     NO_CREDENTIALS,
     NO_SUCH_BUCKET,
+    aws_environment,
     aws_error_code,
     caused_by,
     endpoint_note,
     explain_s3_error,
+    glue_client,
     redact,
     s3_client,
     s3_endpoint,
@@ -73,21 +80,26 @@ from edxorg_s3_ingest.landing.aws import (
 from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
 from edxorg_s3_ingest.stores import LoadCommit
-from edxorg_s3_ingest.stores.iceberg_files import data_files
+from edxorg_s3_ingest.stores.iceberg_files import DataFileWriter, data_files
+from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REGION = "us-east-1"
 # Snapshot summary keys that make every write idempotent (see `_applied`).
 LOAD_ID = "edxorg-s3-ingest.load-id"
 TABLE = "edxorg-s3-ingest.table"
 OPERATION = "edxorg-s3-ingest.operation"
-STATE = "edxorg-s3-ingest.state"
-"""The snapshot summary key of the table's incremental state object (table_state.py)."""
-STATE_FOLDER = "_edxorg_s3_ingest_state"
-# Staged rows are written in chunks of about this many Arrow bytes: bounded memory for big loads.
+# The rejects table's rows are written in chunks of about this many Arrow bytes (bounded memory).
 CHUNK_BYTES = 128 << 20
+TARGET_FILE_BYTES = 512 << 20
+"""Arrow bytes per data file of an edX table (pyiceberg's measure of a file's size, as its
+`write.target-file-size-bytes` default): ~60-130 MB of zstd Parquet for edX rows. Files are
+written streaming: memory holds one row group, not one file."""
+ALONE_BYTES = 16 << 20
+"""A course whose staged Parquet file (one course) has this many bytes gets data files of its
+own: replacing it rewrites no other course, and replacing a small course never rewrites it."""
+COURSE_METRICS = "write.metadata.metrics.column._course_id"
 RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
     "format-version": "2",
@@ -104,7 +116,14 @@ EDX_TABLE_PROPERTIES = {
     # Never: a load's commit planned from the table's state, and must fail if the table moved
     # on (StateMovedError: the load plans again), not be re-applied on top of another run's.
     RETRIES: "0",
+    # Exact bounds (not the default 16-character prefix, which edX course ids share): a scan
+    # for replaced courses skips the files that cannot hold them, and a file whose bounds are
+    # equal holds one course.
+    COURSE_METRICS: "full",
 }
+EDX_LAYOUT = {key: EDX_TABLE_PROPERTIES[key] for key in (RETRIES, COURSE_METRICS)}
+"""What a table created by an earlier version of this store gets once, with its move to the
+unpartitioned layout."""
 S3_NEEDS = "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
 GLUE_NEEDS = (
     "glue:GetDatabase, glue:CreateDatabase (first run only), glue:GetTable, glue:CreateTable "
@@ -141,32 +160,21 @@ def identity_spec(schema: Schema, column: str) -> PartitionSpec:
     )
 
 
-def _aws_environment() -> tuple:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-
-
 @functools.cache
 def _glue_catalog(_environment: tuple) -> GlueCatalog:
     """One catalog per process and AWS environment (boto3 clients are costly to build)."""
-    session = boto3.Session()
-    region = session.region_name or DEFAULT_REGION
-    # A client from the session keeps botocore's refreshing credentials (IRSA, assumed roles)
-    # and picks AWS_ENDPOINT_URL_GLUE / AWS_ENDPOINT_URL up by itself.
-    glue = session.client(
-        "glue", region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 5})
-    )
     properties = {
         # s3fs rather than pyarrow's own S3 client: the same botocore credential chain as Glue.
         "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
-        "s3.region": region,
+        "s3.region": boto3.Session().region_name or DEFAULT_REGION,
     }
     if endpoint := s3_endpoint():
         properties["s3.endpoint"] = endpoint
-    return GlueCatalog("edxorg_lake", client=glue, **properties)
+    return GlueCatalog("edxorg_lake", client=glue_client(), **properties)
 
 
 def glue_catalog() -> GlueCatalog:
-    return _glue_catalog(_aws_environment())
+    return _glue_catalog(aws_environment())
 
 
 class IcebergStore:
@@ -226,7 +234,7 @@ class IcebergStore:
         most, which table maintenance removes)."""
 
     def commit(self, load: LoadCommit) -> None:
-        """ONE snapshot: the load's rows in, its courses' earlier files out (a full refresh:
+        """ONE snapshot: the load's rows in, its courses' earlier rows out (a full refresh:
         every earlier file, the columns reset to the load's), and the snapshot's summary
         pointing to the load's state, written beside the tables first. Committed only if the
         table's current snapshot is still `load.base`, the one the run planned from: checked
@@ -234,13 +242,9 @@ class IcebergStore:
         StateMovedError and nothing changes."""
         headers = [column for entry in load.courses.values() for column in entry["columns"]]
         columns = _columns(load.staged, headers, LINEAGE)
+        courses = set(load.courses)
         with self._explained(f"committing {load.table_name}"):
-            table = self._table(load.table_name, columns, "_course_id")
-            if table.properties.get(RETRIES) != EDX_TABLE_PROPERTIES[RETRIES]:
-                # A table created before its commits stopped retrying: changed once, alone.
-                with table.transaction() as transaction:
-                    transaction.set_properties({RETRIES: EDX_TABLE_PROPERTIES[RETRIES]})
-                table = self._load(load.table_name)
+            table = self._in_layout(self._table(load.table_name, columns))
             current = table.current_snapshot()
             found = current.snapshot_id if current else None
             if load.already_done(found, _summary(current).get(LOAD_ID) if current else None):
@@ -256,19 +260,63 @@ class IcebergStore:
                 with table.transaction() as transaction:
                     if load.full_refresh:
                         _reset_columns(transaction, columns)
-                        condition, deleted = AlwaysTrue(), self._files(table)
+                        condition, deleted, rewritten = AlwaysTrue(), self._files(table), []
                     else:
                         _add_columns(transaction, columns)
-                        condition = (
-                            _matching("_course_id", set(load.courses)) if load.courses else None
-                        )
-                        deleted = self._files(table, "_course_id", set(load.courses))
-                    batches = self._checked(load.staged, set(load.courses), load.table_name)
-                    self._commit(transaction, table, condition, deleted, batches, marker)
+                        condition = _matching("_course_id", courses) if courses else None
+                        deleted, rewritten = self._holding(table, courses)
+                    update = transaction.update_snapshot(snapshot_properties=marker)
+                    with update.overwrite() if deleted else update.fast_append() as snapshot:
+                        if deleted:
+                            snapshot.delete_by_predicate(condition)
+                        for file in deleted:
+                            snapshot.delete_data_file(file)
+                        writing = _LoadFiles(transaction, table, snapshot.commit_uuid)
+                        for file in writing.files(load, rewritten, courses):
+                            snapshot.append_data_file(file)
+                            crashpoint("iceberg.data_file_written")
+                    crashpoint("iceberg.manifests_written")
                     crashpoint("iceberg.before_commit")
             except CommitFailedException as error:
                 raise StateMovedError(load.table_name, load.base, "a newer snapshot") from error
             crashpoint("iceberg.committed")
+
+    def _in_layout(self, table: Table) -> Table:
+        """The table as this store writes it: a table created by an earlier version (partitioned
+        by course, commits retried, 16-character course bounds) is changed once, alone, with no
+        new snapshot; its data files stay as they are."""
+        changes = {
+            key: value for key, value in EDX_LAYOUT.items() if table.properties.get(key) != value
+        }
+        if not changes and not table.spec().fields:
+            return table
+        try:
+            with table.transaction() as transaction:
+                if changes:
+                    transaction.set_properties(changes)
+                if table.spec().fields:
+                    with transaction.update_spec() as spec:
+                        for field in table.spec().fields:
+                            spec.remove_field(field.name)
+            log.info("%s: moved to the unpartitioned layout", table.name())
+        except CommitFailedException:
+            log.info("%s: changed by another run meanwhile", table.name())
+        return self._load(table.name()[-1])
+
+    @staticmethod
+    def _holding(table: Table, courses: set[str]) -> tuple[list[DataFile], list[FileScanTask]]:
+        """The data files holding rows of `courses`: all of them, and the scan tasks of those
+        that also hold rows of other courses (to be written again without `courses`)."""
+        if table.current_snapshot() is None or not courses:
+            return [], []
+        deleted, rewritten = [], []
+        for task in table.scan(_matching("_course_id", courses)).plan_files():
+            held = _courses_in(table, task)
+            if held & courses:
+                deleted.append(task.file)
+                if not held <= courses:
+                    rewritten.append(task)
+        return deleted, rewritten
 
     def _save_state(self, table: Table, table_name: str, load_id: str, state: dict) -> str:
         """Writes the state object of a commit; a new name each time, never overwritten (a
@@ -291,7 +339,7 @@ class IcebergStore:
         columns = _columns(staged, [], REJECTS_SCHEMA)
         urls = _file_paths(staged)
         with self._explained(f"appending the rejected rows of {table}"):
-            rejects = self._table(REJECTS_TABLE, columns, "table")
+            rejects = self._table(REJECTS_TABLE, columns)
             if self._applied(rejects, marker, {OPERATION: "drop-rejects", TABLE: table}):
                 log.info("%s: rejects of load %s are already in the table", table, load_id)
                 return
@@ -345,9 +393,9 @@ class IcebergStore:
             )
         return table
 
-    def _table(self, table_name: str, columns: pa.Schema, partition_column: str) -> Table:
-        """The table, created (with its Glue database if need be) on first use."""
-        properties = EDX_TABLE_PROPERTIES if table_name != REJECTS_TABLE else TABLE_PROPERTIES
+    def _table(self, table_name: str, columns: pa.Schema) -> Table:
+        """The table, created (with its Glue database if need be) on first use: an edX table
+        unpartitioned, the rejects table partitioned by `table`."""
         table = self._load(table_name)
         if table is not None:
             return table
@@ -357,8 +405,11 @@ class IcebergStore:
             (self.database, table_name),
             schema=schema,
             location=self.uri(table_name),
-            partition_spec=identity_spec(schema, partition_column),
-            properties=properties,
+            **(
+                {"partition_spec": identity_spec(schema, "table"), "properties": TABLE_PROPERTIES}
+                if table_name == REJECTS_TABLE
+                else {"properties": EDX_TABLE_PROPERTIES}
+            ),
         )
         try:
             try:
@@ -420,8 +471,8 @@ class IcebergStore:
         """The data files holding exactly the rows where `column` is one of `values` (all files
         when `column` is None).
 
-        The table must be partitioned by identity(column), as this store creates its tables:
-        then every file holds one value only, and files are dropped whole, never rewritten.
+        The table must be partitioned by identity(column), as this store creates the rejects
+        table: then every file holds one value only, and files are dropped whole.
         """
         if table.current_snapshot() is None:
             return []
@@ -442,15 +493,6 @@ class IcebergStore:
         for path in staged:
             yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
 
-    def _checked(self, staged: list[Path], courses: set[str], table_name: str) -> Iterator:
-        """The staged rows, refusing any of a course the manifest does not replace (it would
-        be appended to the course's old rows)."""
-        for batch in self._batches(staged):
-            strays = set(pc.unique(batch.column("_course_id")).to_pylist()) - courses
-            if strays:
-                raise RuntimeError(f"{table_name}: staged rows of {sorted(strays)} not in manifest")
-            yield batch
-
     @staticmethod
     def _commit(
         transaction: Transaction,
@@ -460,9 +502,8 @@ class IcebergStore:
         batches: Iterator[pa.RecordBatch],
         properties: dict,
     ) -> None:
-        """One snapshot: `deleted` files (the rows matching `condition`) out, `batches` in,
-        written chunk by chunk. Nothing is committed when nothing changes, unless the snapshot
-        carries a state (an empty append: the state alone changed).
+        """One snapshot of the rejects table: `deleted` files (the rows matching `condition`)
+        out, `batches` in, written chunk by chunk; none when nothing changes.
 
         Pure additions are a fast append, which never conflicts with concurrent appends (the
         rejects table is shared); a replacement is an overwrite whose conflict check, should a
@@ -472,7 +513,7 @@ class IcebergStore:
         arrow_schema = schema_to_pyarrow(metadata.schema(), include_field_ids=False)
         chunks = _chunks((_conform(batch, arrow_schema) for batch in batches), arrow_schema)
         first = next(chunks, None)
-        if first is None and not deleted and STATE not in properties:
+        if first is None and not deleted:
             return
         update = transaction.update_snapshot(snapshot_properties=properties)
         with update.overwrite() if deleted else update.fast_append() as snapshot:
@@ -632,3 +673,86 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
             pending, size = [], 0
     if pending:
         yield pa.Table.from_batches(pending, schema)
+
+
+class _LoadFiles:
+    """The data files of one load of an edX table, written while its snapshot is under way."""
+
+    def __init__(self, transaction: Transaction, table: Table, commit_uuid: uuid.UUID) -> None:
+        self.metadata = transaction.table_metadata
+        self.io = table.io
+        self.commit_uuid = commit_uuid
+        self.counter = itertools.count()
+
+    def writer(self) -> DataFileWriter:
+        return DataFileWriter(
+            self.metadata, self.io, self.commit_uuid, self.counter, TARGET_FILE_BYTES
+        )
+
+    def files(
+        self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
+    ) -> Iterator[DataFile]:
+        """The staged rows (a course with ALONE_BYTES of them in files of its own, the others
+        packed together), then the rows the `rewritten` files keep: those of other courses."""
+        packed = self.writer()
+        schema = packed.arrow_schema
+        for path in load.staged:
+            rows = (_conform(batch, schema) for batch in _staged_rows(path, courses, load))
+            writer = self.writer() if _alone(path) else packed
+            for batch in rows:
+                if file := writer.write(batch):
+                    yield file
+            if writer is not packed and (file := writer.close()):
+                yield file
+        scan = ArrowScan(self.metadata, self.io, self.metadata.schema(), AlwaysTrue())
+        replaced = pa.array(sorted(courses), pa.string())
+        for task in rewritten:
+            for batch in scan.to_record_batches([task]):
+                kept = batch.filter(pc.invert(pc.is_in(batch.column("_course_id"), replaced)))
+                if file := packed.write(_conform(kept, schema)):
+                    yield file
+        if file := packed.close():
+            yield file
+
+
+def _staged_rows(path: Path, courses: set[str], load: LoadCommit) -> Iterator[pa.RecordBatch]:
+    """A staged file's rows, refusing any of a course the manifest does not replace (they
+    would be added to the course's old rows)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+        strays = set(pc.unique(batch.column("_course_id")).to_pylist()) - courses
+        if strays:
+            raise RuntimeError(
+                f"{load.table_name}: staged rows of {sorted(strays)} not in manifest"
+            )
+        yield batch
+
+
+def _alone(path: Path) -> bool:
+    """Whether a staged file is one course's, with ALONE_BYTES or more (Parquet statistics)."""
+    if path.stat().st_size < ALONE_BYTES:
+        return False
+    metadata = pq.ParquetFile(path).metadata
+    index = metadata.schema.names.index("_course_id")
+    values = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(index).statistics
+        if statistics is None or not statistics.has_min_max:
+            return False
+        values.update((statistics.min, statistics.max))
+    return len(values) == 1
+
+
+def _courses_in(table: Table, task: FileScanTask) -> set[str]:
+    """The courses a data file holds: from its partition (a table created partitioned by
+    course), from its `_course_id` bounds when they are equal (even truncated bounds are equal
+    only for one value), or else read."""
+    file = task.file
+    fields = table.specs()[file.spec_id].fields
+    if [(field.name, str(field.transform)) for field in fields] == [("_course_id", "identity")]:
+        return {file.partition[0]}
+    field_id = table.schema().find_field("_course_id").field_id
+    lower, upper = file.lower_bounds.get(field_id), file.upper_bounds.get(field_id)
+    if lower is not None and lower == upper:
+        return {lower.decode()}
+    scan = ArrowScan(table.metadata, table.io, table.schema().select("_course_id"), AlwaysTrue())
+    return set(pc.unique(scan.to_table([task]).column("_course_id")).to_pylist())

@@ -1,0 +1,58 @@
+"""A lake table's incremental state read with boto3 alone: Glue's entry, the table's metadata
+file, its current snapshot's summary, the state object it names (iceberg_store.py writes them).
+
+The CLI asks it, in its own process, whether each table has anything new: a run with nothing
+new in qa or production then lists the landing zone, reads 44 small objects and ends, without
+importing pyiceberg or pyarrow and without starting a worker. Anything out of the ordinary (a
+table that is not this loader's Iceberg table, a state it cannot read) is `Unusual`: the
+table's load, through pyiceberg, meets it again and says what to fix.
+"""
+
+import gzip
+import json
+
+from edxorg_s3_ingest.landing.aws import glue_client, s3_client, split_s3
+from edxorg_s3_ingest.state.table_state import StoredState
+
+STATE = "edxorg-s3-ingest.state"
+"""The snapshot summary key naming the table's incremental state object (table_state.py)."""
+STATE_FOLDER = "_edxorg_s3_ingest_state"
+"""Where the state objects are, under the lake (outside every table's location)."""
+
+
+class Unusual(RuntimeError):
+    """The table is not as this loader writes it; its load will say what to fix."""
+
+
+def read_lake_state(lake_url: str, database: str, table_name: str) -> StoredState:
+    """The state the table's current snapshot points to; empty for a table not in Glue (once
+    the lake bucket answered a listing: a lake that cannot be used is left to the load's
+    preflight, which fails before the landing zone is listed)."""
+    glue = glue_client()
+    try:
+        entry = glue.get_table(DatabaseName=database, Name=table_name)["Table"]
+    except glue.exceptions.EntityNotFoundException:
+        bucket, prefix = split_s3(lake_url)
+        s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix.strip('/')}/", MaxKeys=1)
+        return StoredState()
+    parameters = entry.get("Parameters") or {}
+    if parameters.get("table_type", "").upper() != "ICEBERG":
+        raise Unusual(f"{database}.{table_name} is not an Iceberg table")
+    metadata = json.loads(_get(parameters["metadata_location"]))
+    if metadata.get("location", "").rstrip("/") != f"{lake_url.rstrip('/')}/{table_name}":
+        raise Unusual(f"{database}.{table_name} is at {metadata.get('location')}")
+    current = metadata.get("current-snapshot-id")
+    snapshots = {snapshot["snapshot-id"]: snapshot for snapshot in metadata.get("snapshots", [])}
+    if current is None or current not in snapshots:  # -1 in some writers: no snapshot
+        return StoredState()
+    location = (snapshots[current].get("summary") or {}).get(STATE)
+    if not location:
+        return StoredState(version=current)
+    return StoredState(json.loads(_get(location)), current)
+
+
+def _get(url: str) -> bytes:
+    bucket, key = split_s3(url)
+    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    # Metadata files may be gzipped (write.metadata.compression-codec), state objects always.
+    return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
