@@ -21,6 +21,7 @@ import pyiceberg
 import pytest
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import EqualTo
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.table import Transaction
 
 from edxorg_s3_ingest.crashpoints import CRASH_ENV
@@ -109,9 +110,10 @@ def _rows_of_load(n: int) -> list[dict]:
     ]
 
 
-def small_loads(moto, name: str, loads: int):  # noqa: F811
-    """An unpartitioned edX table (the layout loads write from now on) of `loads` snapshots,
-    each adding one course's rows and pointing, as a load's does, to a state object."""
+def small_loads(moto, name: str, loads: int, by_course: bool = False):  # noqa: F811
+    """An unpartitioned edX table (the layout loads write from now on; `by_course`: the earlier
+    one, partitioned by identity(_course_id)) of `loads` snapshots, each adding one course's
+    rows and pointing, as a load's does, to a state object."""
     from edxorg_s3_ingest.stores.iceberg_store import (
         EDX_TABLE_PROPERTIES,
         LOAD_ID,
@@ -119,6 +121,7 @@ def small_loads(moto, name: str, loads: int):  # noqa: F811
         STATE,
         glue_catalog,
         iceberg_schema,
+        identity_spec,
     )
 
     catalog = glue_catalog()
@@ -128,6 +131,9 @@ def small_loads(moto, name: str, loads: int):  # noqa: F811
         (QA_DATABASE, name),
         schema=iceberg_schema(COLUMNS),
         location=f"{LAKE}/{name}",
+        partition_spec=identity_spec(iceberg_schema(COLUMNS), "_course_id")
+        if by_course
+        else UNPARTITIONED_PARTITION_SPEC,
         properties=EDX_TABLE_PROPERTIES,
     )
     s3 = moto.client("s3")
@@ -180,6 +186,25 @@ def test_compaction_and_manifest_merge_keep_rows_and_state(aws_env):
     again = upkeep_table(store(), name, UpkeepPolicy(max_manifests=1))
     assert (again.files_compacted, again.manifests_before, again.manifests_after) == (0, 2, 2)
     assert len(aws_env.catalog().load_table((QA_DATABASE, name)).snapshots()) == 8
+
+
+def test_one_course_files_of_a_table_once_partitioned_by_course_are_packed(aws_env):
+    """A table of the earlier layout (a file per course), moved to the unpartitioned one by a
+    partition-spec change: its small one-course files become one unpartitioned file."""
+    from edxorg_s3_ingest.stores.iceberg_upkeep import UpkeepPolicy, upkeep_table
+
+    name = destination_table("teams")
+    table = small_loads(aws_env, name, 5, by_course=True)
+    with table.update_spec() as spec:
+        spec.remove_field("_course_id")
+    before, state = lake_rows(aws_env, name), store().read_state(name).state
+
+    report = upkeep_table(store(), name, UpkeepPolicy())
+    assert (report.files_compacted, report.files_written) == (5, 1)
+    table = aws_env.catalog().load_table((QA_DATABASE, name))
+    (file,) = [task.file for task in table.scan().plan_files()]
+    assert file.spec_id == table.spec().spec_id and not table.spec().fields
+    assert lake_rows(aws_env, name) == before and store().read_state(name).state == state
 
 
 def test_expiry_keeps_the_current_snapshot_and_the_states_it_and_young_loads_name(aws_env):
@@ -302,13 +327,15 @@ def test_after_upkeep_loads_plan_as_if_it_had_not_run(aws_env, tmp_path):
     fragment(aws_env, name, FALL)
     before, state = lake_rows(aws_env, name), store().read_state(name).state
     assert len(state_keys(aws_env, name)) == 2
+    files = len(aws_env.catalog().load_table((QA_DATABASE, name)).inspect.files())
+    assert files >= 3  # the other course's, and the two halves of FALL's
 
     report = upkeep_table(store(), name, UpkeepPolicy(max_manifests=1), now=LATER)
-    assert (report.files_compacted, report.files_written) == (2, 1)
-    assert report.manifests_after < report.manifests_before
+    assert (report.files_compacted, report.files_written) == (files, 1)
+    assert report.manifests_after <= 2  # the compaction's added and deleted files
     table = aws_env.catalog().load_table((QA_DATABASE, name))
     (current,) = table.snapshots()  # every other one expired
-    assert report.snapshots_expired == 6  # 2 loads, 3 of the fragmenting, the compaction
+    assert report.snapshots_expired == 5  # 2 loads, 3 of the fragmenting; the compaction is current
     assert state_keys(aws_env, name) == {current.summary["edxorg-s3-ingest.state"]}
     assert lake_rows(aws_env, name) == before
     assert store().read_state(name).state == state
@@ -363,7 +390,7 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     finally:
         if load.poll() is None:
             load.kill()
-    assert report.files_compacted == 2
+    assert report.files_compacted == 3  # the other course's file and the two halves of FALL's
     assert load.returncode == 0, err[-3000:]
     loaded = json.loads(out)["tables"]["auth_user"]
     assert (loaded["replans"], loaded["files_loaded"]) == (1, 1)

@@ -3,7 +3,8 @@
 For one table, in this order, each step its own commit and each skipped when there is nothing
 to gain:
 
-1. Compaction: the current snapshot's data files grouped by (partition spec, partition); in a
+1. Compaction: the current snapshot's data files grouped by (partition spec, partition), all
+   in one group when the table is unpartitioned (files of an earlier spec included); in a
    group, the files below half the target size are packed (first fit, largest first) into bins
    of at most the target size, and each bin of two files or more is rewritten as one file, its
    rows copied verbatim (every column, `_dlt_load_id` included). One overwrite snapshot deletes
@@ -164,15 +165,20 @@ def carried(table: Table, operation: str) -> dict[str, str]:
 # -- 1. compaction ----------------------------------------------------------------------------
 
 
-def small_file_bins(tasks: list[FileScanTask], target_bytes: int) -> list[list[FileScanTask]]:
+def small_file_bins(
+    tasks: list[FileScanTask], target_bytes: int, unpartitioned: bool
+) -> list[list[FileScanTask]]:
     """Per (spec, partition), the files below target/2 packed first-fit, largest first, into
     bins of at most `target_bytes`; only bins of two files or more (a lone file gains nothing).
     A compacted file below target/2 is packed again with the next small files, so a file is
-    rewritten at most until it reaches half the target."""
+    rewritten at most until it reaches half the target. When the table is `unpartitioned` now,
+    every file is in one group whatever spec it was written with: the one-course files of a
+    table once partitioned by course are packed together (and written unpartitioned)."""
     groups: dict[tuple, list[FileScanTask]] = defaultdict(list)
     for task in tasks:
         if task.file.file_size_in_bytes < target_bytes // 2:
-            groups[(task.file.spec_id, task.file.partition)].append(task)
+            key = () if unpartitioned else (task.file.spec_id, task.file.partition)
+            groups[key].append(task)
     bins = []
     for group in groups.values():
         group.sort(key=lambda task: task.file.file_size_in_bytes, reverse=True)
@@ -200,7 +206,8 @@ def compact(table: Table, target_bytes: int, report: UpkeepReport) -> None:
         # This loader writes no delete files; someone else's are left to Athena's OPTIMIZE.
         report.note = "delete files present: compaction left to Athena OPTIMIZE"
         return
-    bins = small_file_bins(list(table.scan().plan_files()), target_bytes)
+    unpartitioned = not table.spec().fields
+    bins = small_file_bins(list(table.scan().plan_files()), target_bytes, unpartitioned)
     if not bins:
         return
     metadata = table.metadata
