@@ -9,7 +9,13 @@ import sys
 from edxorg_s3_ingest.running.progress import Progress, summary
 from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
-from edxorg_s3_ingest.tables import TABLES, UnknownTableError, parse_table_list
+from edxorg_s3_ingest.tables import (
+    REJECTS_TABLE,
+    TABLES,
+    UnknownTableError,
+    destination_table,
+    parse_table_list,
+)
 from edxorg_s3_ingest.timeline import mark
 
 EPILOG = """\
@@ -120,6 +126,13 @@ def parser() -> argparse.ArgumentParser:
         help="print, from each table's state, every prod file it knows: which file each "
         "course's rows come from (current), their rows, rejects and load id; then exit",
     )
+    cli.add_argument(
+        "--upkeep",
+        action="store_true",
+        help="qa and production: compact small files, merge manifests, expire snapshots and "
+        "delete unnamed state objects of the tables (and, without --tables, of the rejects "
+        "table), as the Dagster job edxorg_lake_upkeep does; then exit",
+    )
     return cli
 
 
@@ -138,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.loaded_files:
         return print_loaded_files(tables, settings, args.json)
+    if args.upkeep:
+        rejects = [] if args.tables else [REJECTS_TABLE]
+        return run_upkeep([destination_table(t) for t in tables] + rejects, settings, args.json)
     with Progress(total=len(tables), parallel=workers > 1) as progress:
         run = load_tables(
             tables,
@@ -181,6 +197,34 @@ def print_loaded_files(tables: list[str], settings: Settings, as_json: bool) -> 
             else:
                 values = ("" if row[key] is None else str(row[key]) for key in LEDGER_COLUMNS)
                 print("\t".join((table, *values)))
+    return 1 if failed else 0
+
+
+def run_upkeep(table_names: list[str], settings: Settings, as_json: bool) -> int:
+    """The lake tables' upkeep (stores/iceberg_upkeep.py), one line (or JSON object) each."""
+    if settings.environment == "dev":
+        print("edxorg-s3-ingest: dev keeps Parquet tables, which need no upkeep")
+        return 0
+    from edxorg_s3_ingest.loading.table_load import describe
+    from edxorg_s3_ingest.stores.iceberg_upkeep import UpkeepPolicy, upkeep
+
+    try:
+        policy = UpkeepPolicy.from_environment()
+    except ConfigurationError as error:
+        print(f"edxorg-s3-ingest: {error}", file=sys.stderr)
+        return 2
+    failed = False
+    for name in table_names:
+        try:
+            report = upkeep(settings.lake_url, settings.glue_database, name, policy).as_dict()
+        except Exception as error:  # noqa: BLE001 - said per table; the others go on
+            print(f"edxorg-s3-ingest: {name}: {describe(error)}", file=sys.stderr)
+            failed = True
+            continue
+        if as_json:
+            print(json.dumps(report))
+        else:
+            print("\t".join(f"{key}={value}" for key, value in report.items() if value != ""))
     return 1 if failed else 0
 
 

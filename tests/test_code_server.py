@@ -137,9 +137,26 @@ def test_dockerfile_command_answers_the_grpc_health_check(tmp_path):
             cwd=tmp_path,
         )
         assert jobs.returncode == 0, jobs.stderr + server.log_tail()
-        assert "__ASSET_JOB" in jobs.stdout
-        ops = {line.strip() for line in jobs.stdout.splitlines() if line.startswith("    ")}
-        assert ops == {f"edxorg_s3__{table}" for table in TABLES}
+        ops = ops_by_job(jobs.stdout)
+        assert ops["__ASSET_JOB"] == {f"edxorg_s3__{table}" for table in TABLES}
+        # The lake's upkeep (README: "Table upkeep"): a step per table and the rejects table.
+        upkeep = {f"upkeep_{table}" for table in TABLES} | {"upkeep_rejected_rows"}
+        assert ops["edxorg_lake_upkeep"] == upkeep
+
+
+def ops_by_job(listing: str) -> dict[str, set[str]]:
+    """`dagster job list`'s output: each job's ops (the indented lines after its `Ops:`)."""
+    jobs: dict[str, set[str]] = {}
+    job, in_ops = None, False
+    for line in listing.splitlines():
+        if line.startswith("Job: "):
+            job, in_ops = line.removeprefix("Job: ").strip(), False
+            jobs[job] = set()
+        elif line.startswith("Ops:"):
+            in_ops = True
+        elif in_ops and line.startswith("    "):
+            jobs[job].add(line.strip())
+    return jobs
 
 
 def helm_env() -> dict[str, str]:

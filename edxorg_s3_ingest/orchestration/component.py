@@ -33,6 +33,7 @@ from edxorg_s3_ingest.orchestration.automation import (
     upstream_exports_landed,
 )
 from edxorg_s3_ingest.orchestration.sensor import landing_zone_sensor
+from edxorg_s3_ingest.orchestration.upkeep import DEFAULT_CRON, upkeep_job, upkeep_schedule
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.tables import TABLES, UPSTREAM_COLUMNS, destination_table, known_columns
@@ -131,13 +132,16 @@ class TableLoads(dg.Resolvable):
 @dataclass
 class EdxorgTablesComponent(DltLoadCollectionComponent):
     """Adds to the stock component: an op per table, a concurrency pool, op tags per table, the
-    table checks, and `upstream_exports_landed` in the template scope."""
+    table checks, `upstream_exports_landed` in the template scope, and the lake's upkeep job
+    and schedule."""
 
     loads: Sequence[TableLoads]
     pool: str | None = None
     """Dagster concurrency pool of the table loads; its limit is set on the instance."""
     op_tags: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Op tags of single tables' steps, e.g. the Kubernetes resources of their pods."""
+    upkeep_cron: str = DEFAULT_CRON
+    """When the lake's table upkeep job runs (UTC), README: "Table upkeep"."""
 
     @classmethod
     def get_additional_scope(cls) -> Mapping[str, Any]:
@@ -152,8 +156,12 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             for resource in load.source.selected_resources.values()
         ]
         keys = [key for asset in assets for key in asset.keys]
+        upkeep = upkeep_job(self.pool)
         return dg.Definitions(
-            assets=assets, sensors=[automation_sensor(keys), landing_zone_sensor(keys)]
+            assets=assets,
+            sensors=[automation_sensor(keys), landing_zone_sensor(keys)],
+            jobs=[upkeep],
+            schedules=[upkeep_schedule(upkeep, self.upkeep_cron)],
         )
 
     def table_asset(self, resource, translator: DltComponentTranslator) -> dg.AssetsDefinition:
