@@ -17,7 +17,7 @@ so it writes them itself and hands them to that snapshot:
 
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -79,6 +79,14 @@ class DataFileWriter:
         if self._file_bytes + self._pending_bytes >= self.target_bytes:
             return self.close()
         return None
+
+    def files(self, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
+        """The data files of all of `batches`, the last one closed."""
+        for batch in batches:
+            if file := self.write(batch):
+                yield file
+        if file := self.close():
+            yield file
 
     def close(self) -> DataFile | None:
         """Closes the current file, if any rows went in: its data file."""

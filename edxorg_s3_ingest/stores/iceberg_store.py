@@ -683,6 +683,7 @@ class _LoadFiles:
         self.io = table.io
         self.commit_uuid = commit_uuid
         self.counter = itertools.count()
+        self.schema = schema_to_pyarrow(self.metadata.schema(), include_field_ids=False)
 
     def writer(self) -> DataFileWriter:
         return DataFileWriter(
@@ -693,26 +694,30 @@ class _LoadFiles:
         self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
     ) -> Iterator[DataFile]:
         """The staged rows (a course with ALONE_BYTES of them in files of its own, the others
-        packed together), then the rows the `rewritten` files keep: those of other courses."""
-        packed = self.writer()
-        schema = packed.arrow_schema
-        for path in load.staged:
-            rows = (_conform(batch, schema) for batch in _staged_rows(path, courses, load))
-            writer = self.writer() if _alone(path) else packed
-            for batch in rows:
-                if file := writer.write(batch):
-                    yield file
-            if writer is not packed and (file := writer.close()):
-                yield file
+        packed together with the rows the `rewritten` files keep: those of other courses)."""
+        alone = [path for path in load.staged if _alone(path)]
+        for path in alone:
+            yield from self.writer().files(self._rows(_staged_rows(path, courses, load)))
+        packed = (
+            batch
+            for path in load.staged
+            if path not in alone
+            for batch in _staged_rows(path, courses, load)
+        )
+        yield from self.writer().files(
+            self._rows(itertools.chain(packed, self._kept(rewritten, courses)))
+        )
+
+    def _kept(self, rewritten: list[FileScanTask], courses: set[str]) -> Iterator[pa.RecordBatch]:
         scan = ArrowScan(self.metadata, self.io, self.metadata.schema(), AlwaysTrue())
         replaced = pa.array(sorted(courses), pa.string())
         for task in rewritten:
             for batch in scan.to_record_batches([task]):
-                kept = batch.filter(pc.invert(pc.is_in(batch.column("_course_id"), replaced)))
-                if file := packed.write(_conform(kept, schema)):
-                    yield file
-        if file := packed.close():
-            yield file
+                yield batch.filter(pc.invert(pc.is_in(batch.column("_course_id"), replaced)))
+
+    def _rows(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The batches in the table's columns (those a file lacks are null)."""
+        return (_conform(batch, self.schema) for batch in batches)
 
 
 def _staged_rows(path: Path, courses: set[str], load: LoadCommit) -> Iterator[pa.RecordBatch]:

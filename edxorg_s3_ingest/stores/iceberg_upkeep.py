@@ -42,7 +42,7 @@ from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.landing.aws import s3_client, split_s3
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.state.table_state import StateMovedError
-from edxorg_s3_ingest.stores.iceberg_files import data_files
+from edxorg_s3_ingest.stores.iceberg_files import DataFileWriter, data_files
 from edxorg_s3_ingest.stores.iceberg_snapshots import expire_unless_moved
 from edxorg_s3_ingest.stores.iceberg_store import (
     EDX_TABLE_PROPERTIES,
@@ -61,6 +61,8 @@ MANIFEST_MERGE = {
     TableProperties.MANIFEST_MIN_MERGE_COUNT: "2",
 }
 MANIFEST_TARGET_BYTES = TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT
+ONE_FILE = 1 << 62
+"""A compacted bin is one file, whatever its Arrow size (its files' Parquet bytes are bounded)."""
 ENVIRONMENT_VARIABLES = {
     "retention_days": "EDXORG_S3_INGEST_UPKEEP_RETENTION_DAYS",
     "target_file_mb": "EDXORG_S3_INGEST_UPKEEP_TARGET_FILE_MB",
@@ -217,8 +219,14 @@ def compact(table: Table, target_bytes: int, report: UpkeepReport) -> None:
         with update.overwrite() as overwrite:
             counter = itertools.count()
             for tasks in bins:
-                rows = scan.to_table(tasks)
-                written = data_files(metadata, rows, table.io, overwrite.commit_uuid, counter)
+                if unpartitioned:  # streamed: memory holds a row group, not the bin
+                    writer = DataFileWriter(
+                        metadata, table.io, overwrite.commit_uuid, counter, ONE_FILE
+                    )
+                    written = writer.files(scan.to_record_batches(tasks))
+                else:
+                    rows = scan.to_table(tasks)
+                    written = data_files(metadata, rows, table.io, overwrite.commit_uuid, counter)
                 added = 0
                 for file in written:
                     overwrite.append_data_file(file)
