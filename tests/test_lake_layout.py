@@ -2,15 +2,19 @@
 re-export still replaces exactly its course's rows. The store commits staged files as dlt hands
 them over; the tables are read back with pyiceberg's own Glue catalog on a moto server."""
 
+from itertools import count
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.transforms import IdentityTransform
 
-from edxorg_s3_ingest.stores import LoadCommit, iceberg_store
+from edxorg_s3_ingest.stores import LoadCommit, iceberg_files, iceberg_store
 from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
+from edxorg_s3_ingest.stores.lake_state import read_lake_state
 from edxorg_s3_ingest.tables import destination_table
 
 from moto_server import (
@@ -184,3 +188,66 @@ def test_a_table_partitioned_by_course_moves_to_the_layout_keeping_its_rows(lake
     }
     assert len(old_files & set(data_files(lake))) == 2  # the two other courses' files, as they were
     assert store.read_state(NAME).state == {"load": "L1"}
+
+
+def commit_external(lake, operation, monkeypatch) -> None:
+    """A snapshot another engine commits, without this loader's summary keys: every data file
+    written again with the same rows (`replace`: Athena's OPTIMIZE, Glue's compaction), or
+    with one row fewer (`overwrite`: rows changed). pyiceberg writes no `replace` snapshot: its
+    summary is computed as an overwrite's, then named `replace`."""
+    from pyiceberg.table.update import snapshot as producers
+
+    summarize = producers.update_snapshot_summaries
+
+    def as_replace(summary, previous_summary=None):
+        if summary.operation != Operation.REPLACE:
+            return summarize(summary, previous_summary)
+        overwrite = Summary(Operation.OVERWRITE, **summary.additional_properties)
+        return Summary(
+            Operation.REPLACE, **summarize(overwrite, previous_summary).additional_properties
+        )
+
+    monkeypatch.setattr(producers, "update_snapshot_summaries", as_replace)
+
+    table = table_of(lake)
+    rows = table.scan().to_arrow()
+    if operation == Operation.OVERWRITE:
+        rows = rows.slice(1)
+    with table.transaction() as transaction:
+        producer = producers._OverwriteFiles(
+            operation=operation, transaction=transaction, io=table.io, snapshot_properties={}
+        )
+        with producer as snapshot:
+            for task in table.scan().plan_files():
+                snapshot.delete_data_file(task.file)
+            metadata = transaction.table_metadata
+            written = iceberg_files.data_files(
+                metadata, rows, table.io, snapshot.commit_uuid, count()
+            )
+            for file in written:
+                snapshot.append_data_file(file)
+
+
+def test_the_state_survives_a_compaction_by_another_engine(lake, tmp_path, monkeypatch):
+    """A `replace` snapshot changes no row: both readers of the state (the store's, and the
+    CLI's boto3 one) pass it to the last snapshot naming a state; a snapshot of another writer
+    that changed rows leaves no state (the next load reads every course once)."""
+    store = IcebergStore(LAKE, DATABASE)
+    load(
+        store, "L1", [staged(tmp_path / "a.parquet", {COURSES[0]: ["a", "b"]}, "L1")], [COURSES[0]]
+    )
+
+    def states():
+        current = table_of(lake).current_snapshot().snapshot_id
+        quick = read_lake_state(LAKE, DATABASE, NAME)
+        stored = store.read_state(NAME)
+        assert quick.version == stored.version == current
+        assert quick.state == stored.state
+        return stored.state
+
+    assert states() == {"load": "L1"}
+    commit_external(lake, Operation.REPLACE, monkeypatch)
+    assert table_of(lake).current_snapshot().summary.operation == Operation.REPLACE
+    assert states() == {"load": "L1"}
+    commit_external(lake, Operation.OVERWRITE, monkeypatch)
+    assert states() == {}

@@ -81,7 +81,7 @@ from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
 from edxorg_s3_ingest.stores import LoadCommit
 from edxorg_s3_ingest.stores.iceberg_files import DataFileWriter, data_files
-from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER
+from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER, state_location
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,14 @@ class IcebergStore:
             snapshot = table.current_snapshot() if table else None
             if snapshot is None:
                 return StoredState()
-            location = _summary(snapshot).get(STATE)
+            location = state_location(
+                {
+                    **ancestor.summary.additional_properties,
+                    "operation": ancestor.summary.operation.value,
+                }
+                for ancestor in ancestors_of(snapshot, table.metadata)
+                if ancestor.summary is not None
+            )
             if not location:
                 return StoredState(version=snapshot.snapshot_id)
             try:

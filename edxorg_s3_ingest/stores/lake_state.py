@@ -10,6 +10,7 @@ table's load, through pyiceberg, meets it again and says what to fix.
 
 import gzip
 import json
+from collections.abc import Iterable, Mapping
 
 from edxorg_s3_ingest.landing.aws import glue_client, s3_client, split_s3
 from edxorg_s3_ingest.state.table_state import StoredState
@@ -45,10 +46,32 @@ def read_lake_state(lake_url: str, database: str, table_name: str) -> StoredStat
     snapshots = {snapshot["snapshot-id"]: snapshot for snapshot in metadata.get("snapshots", [])}
     if current is None or current not in snapshots:  # -1 in some writers: no snapshot
         return StoredState()
-    location = (snapshots[current].get("summary") or {}).get(STATE)
+
+    def summaries():
+        snapshot = snapshots.get(current)
+        while snapshot is not None:
+            yield snapshot.get("summary") or {}
+            snapshot = snapshots.get(snapshot.get("parent-snapshot-id"))
+
+    location = state_location(summaries())
     if not location:
         return StoredState(version=current)
     return StoredState(json.loads(_get(location)), current)
+
+
+def state_location(summaries: Iterable[Mapping[str, str]]) -> str | None:
+    """The state object that the first of `summaries` (the current snapshot's, then its
+    ancestors') naming one names, passing only snapshots that rewrote files and changed no row:
+    operation `replace`, as Athena's OPTIMIZE or Glue's compaction commit them, without this
+    loader's keys. Any other snapshot without a state (rows changed by another writer, or a
+    table written before the state lived in the lake): None, and the next load reads every
+    course's newest file once."""
+    for summary in summaries:
+        if location := summary.get(STATE):
+            return location
+        if summary.get("operation") != "replace":
+            return None
+    return None
 
 
 def _get(url: str) -> bytes:
