@@ -130,6 +130,24 @@ SETS = {
     "small-files": _small_files("small-files", 5_000, edge_share=0.1),
     # The no-op target of issue 7 is about 10,000 files: twice the small files, no edge files.
     "many-files": _small_files("many-files", 10_000, edge_share=0.0),
+    # The lake benchmark of issue 17 (benchmarks/qa.py): ~400 MB over 200 courses per table,
+    # and 2,000 small courses per table (~25 MB) for the many-courses layout.
+    "qa-load": SetSpec(
+        "qa-load",
+        {table: 200 for table in TABLES},
+        {
+            "auth_user": 55 * MB,
+            "student_courseenrollment": 40 * MB,
+            "courseware_studentmodule": 305 * MB,
+        },
+    ),
+    "qa-many-courses": SetSpec(
+        "qa-many-courses",
+        {table: 2_000 for table in TABLES},
+        {table: 8_300_000 for table in TABLES},
+        edge_share=0.0,
+        even=True,
+    ),
 }
 
 ORGS = ("MITx", "MITxT", "MITProfessionalX", "HarvardX", "edX")
