@@ -254,8 +254,10 @@ def summarize(measurements: list[dict], expected: dict, files: int) -> dict:
 
 
 def check_targets(result: dict) -> dict:
-    measured = {**result["full_load"]["ratios"]}
-    measured["qa_peak_rss_mb"] = result["full_load"]["approaches"]["qa"]["peak_rss_mb"]
+    measured = {}
+    if "full_load" in result:
+        measured.update(result["full_load"]["ratios"])
+        measured["qa_peak_rss_mb"] = result["full_load"]["approaches"]["qa"]["peak_rss_mb"]
     many = result.get("many_courses", {})
     if many.get("read_over_compacted_max") is not None:
         measured["read_over_compacted_max"] = many["read_over_compacted_max"]
@@ -281,17 +283,7 @@ LABELS = {
 
 
 def table(result: dict) -> str:
-    part = result["full_load"]
-    head = f"{'approach':30} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'load':>5}"
-    lines = [head, "-" * len(head)]
-    for name, run in part["approaches"].items():
-        lines.append(
-            f"{LABELS[name]:30} {run['wall_s']:8.2f} {run['cpu_s']:8.2f}"
-            f" {run['peak_rss_mb']:8.0f} {run['load_1min_before']:5.2f}"
-        )
-    i = result["input"]
-    lines.append(f"input: {i['prod_files']} prod files, {i['prod_mb']} MB, {i['rows']:,} rows")
-    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in part["ratios"].items()))
+    lines = full_load_table(result) if "full_load" in result else []
     if "many_courses" in result:
         lines.append(qa_many.table(result["many_courses"]))
     lines.append(
@@ -304,12 +296,28 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def full_load_table(result: dict) -> list[str]:
+    part = result["full_load"]
+    head = f"{'approach':30} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'load':>5}"
+    lines = [head, "-" * len(head)]
+    for name, run in part["approaches"].items():
+        lines.append(
+            f"{LABELS[name]:30} {run['wall_s']:8.2f} {run['cpu_s']:8.2f}"
+            f" {run['peak_rss_mb']:8.0f} {run['load_1min_before']:5.2f}"
+        )
+    i = result["input"]
+    lines.append(f"input: {i['prod_files']} prod files, {i['prod_mb']} MB, {i['rows']:,} rows")
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in part["ratios"].items()))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="parts 1 and 2 (median wall)")
     parser.add_argument("--quick", action="store_true", help="the smoke set: CI's size")
     parser.add_argument("--no-duckdb", action="store_true", help="skip DuckDB's iceberg reader")
-    parser.add_argument("--skip-many-courses", action="store_true")
+    parser.add_argument("--skip-many-courses", action="store_true", help="parts 1 and 2 only")
+    parser.add_argument("--skip-full-load", action="store_true", help="part 3 only")
     parser.add_argument("--runs", type=int, help="re-export runs (default 10; quick: 2)")
     parser.add_argument("--share", type=float, default=0.05, help="courses re-exported per run")
     parser.add_argument("--data-dir", type=Path, default=generate.DEFAULT_DIR)
@@ -321,6 +329,15 @@ def main(argv: list[str] | None = None) -> None:
     root = generate.ensure(load_set, args.data_dir)
     files = generate.prod_files(root)
     expected = {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
+    default = HERE / "output" / "qa-quick.json" if args.quick else HERE / "results" / "qa.json"
+    target = args.json or default
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial(part: str, figures: dict) -> None:
+        result[part] = figures
+        partial = target.with_suffix(".partial.json")
+        partial.write_text(json.dumps({**result, "partial": True}, indent=2) + "\n")
+
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="qa-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if not args.quick:
@@ -328,8 +345,6 @@ def main(argv: list[str] | None = None) -> None:
     server, endpoint = start_moto(work / "moto.log")
     try:
         bench = Bench(endpoint, work)
-        bench.tool("upload", "--root", str(root), "--prefix", LOAD_PREFIX)
-        measurements = [full_load(bench, expected) for _ in range(args.repeat)]
         result = {
             "set": load_set,
             "input": {
@@ -344,13 +359,21 @@ def main(argv: list[str] | None = None) -> None:
                 "platform": platform.platform(),
             },
             "repeat": args.repeat,
-            "full_load": summarize(measurements, expected, len(files)),
         }
+        if not args.skip_full_load:
+            bench.tool("upload", "--root", str(root), "--prefix", LOAD_PREFIX)
+            measurements = [full_load(bench, expected) for _ in range(args.repeat)]
+            save_partial("full_load", summarize(measurements, expected, len(files)))
         if not args.skip_many_courses:
             many_root = generate.ensure(many_set, args.data_dir)
             bench.tool("clear")
             result["many_courses"] = qa_many.scenario(
-                bench, many_root, runs, args.share, duckdb=not args.no_duckdb
+                bench,
+                many_root,
+                runs,
+                args.share,
+                duckdb=not args.no_duckdb,
+                save=lambda figures: save_partial("many_courses", figures),
             )
     finally:
         stop(server)
@@ -358,9 +381,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     result["targets"] = check_targets(result)
     print(table(result))
-    default = HERE / "output" / "qa-quick.json" if args.quick else HERE / "results" / "qa.json"
-    target = args.json or default
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".partial.json").unlink(missing_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {target}")
 

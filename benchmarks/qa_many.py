@@ -29,7 +29,9 @@ DUCKDB_EXTENSIONS = "1.4.4.20260205"
 DUCKDB_READER = Path(__file__).resolve().parent / "duckdb_iceberg_read.py"
 
 
-def scenario(bench, root: Path, runs: int, share: float, duckdb: bool) -> dict:
+def scenario(bench, root: Path, runs: int, share: float, duckdb: bool, save=None) -> dict:
+    """The scenario's figures; `save`, if given, is handed them so far after every run (a long
+    run on a busy machine leaves what it measured even if it is stopped)."""
     tables = generate.TABLES
     bench.tool("upload", "--root", str(root), "--prefix", PREFIX)
     files = generate.prod_files(root)
@@ -66,6 +68,8 @@ def scenario(bench, root: Path, runs: int, share: float, duckdb: bool) -> dict:
         history.append({"run": number, **_run_figures(run, layout, change)})
         if number in (1, runs):
             reads[number] = read_tables(bench, layout, change["table_rows"], duckdb)
+        if save:
+            save({"first_load": first, "runs": history, "reads": reads})
     ratios = [
         value
         for per_run in reads.values()
