@@ -61,10 +61,10 @@ EMPTY_TABLES = (
 """Ten tables of SPEC §3 with no file in the benchmark's landing zone."""
 LOAD_PREFIX = "load"
 PYCACHE = str(Path(tempfile.gettempdir()) / "edxorg-qa-bench-pycache")
-"""Where every child's bytecode is cached. Children never compile modules on start: with
-PYTHONDONTWRITEBYTECODE=1 (set in some sandboxes) and a uv venv that holds no .pyc, each process
-compiled pyiceberg, pyarrow and pandas from source, ~4 s per qa process on 2 busy cores, which is
-not what a deployed image does. Filled beforehand by `compile_bytecode` (not in --quick)."""
+"""Where every child's bytecode is cached, so that no measured child compiles modules: with
+PYTHONDONTWRITEBYTECODE=1 (set in some sandboxes) and a uv venv that holds no .pyc, each qa
+process compiled pyiceberg, pyarrow and pandas from source (~4 s of CPU on 2 busy cores), which
+a deployed image does not do. Filled beforehand by `compile_bytecode` (lazily with --quick)."""
 
 TARGETS = {
     "qa_over_dev_wall": 1.5,
