@@ -163,6 +163,24 @@ SETS = {
             size_sigma=1.5, unquoted_every=0, state_words=(8, 40), escapes=12, extra_columns=8
         ),
     ),
+    # The lake benchmark of issue 17 (benchmarks/qa.py): ~400 MB over 200 courses per table,
+    # and 2,000 small courses per table (~25 MB) for the many-courses layout.
+    "qa-load": SetSpec(
+        "qa-load",
+        {table: 200 for table in TABLES},
+        {
+            "auth_user": 55 * MB,
+            "student_courseenrollment": 40 * MB,
+            "courseware_studentmodule": 305 * MB,
+        },
+    ),
+    "qa-many-courses": SetSpec(
+        "qa-many-courses",
+        {table: 2_000 for table in TABLES},
+        {table: 8_300_000 for table in TABLES},
+        edge_share=0.0,
+        even=True,
+    ),
 }
 
 ORGS = ("MITx", "MITxT", "MITProfessionalX", "HarvardX", "edX")

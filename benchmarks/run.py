@@ -4,6 +4,8 @@
         [--json OUT.json] [--repeat N] [--data-dir DIR] [--keep] [--only project,duckdb]
     uv run python -m benchmarks.run --set dagster [--repeat N] [--json OUT.json]
         (a Dagster run against the CLI on the medium set: benchmarks/dagster_run.py)
+    uv run python -m benchmarks.run --set qa [--repeat N] [--json OUT.json]
+        (the lake path on a moto server against dev and a naive append: benchmarks/qa.py)
 
 In one run, each in a child process of its own, on the prod files of the set (generated first
 by benchmarks/generate.py if missing; the files are read once beforehand so that every approach
@@ -375,7 +377,7 @@ def _approaches(text: str) -> tuple[str, ...]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--set", choices=[*sorted(generate.SETS), "dagster"])
+    parser.add_argument("--set", choices=[*sorted(generate.SETS), "dagster", "qa"])
     parser.add_argument("--json", type=Path, help="where the results go")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=generate.DEFAULT_DIR)
@@ -401,6 +403,13 @@ def main() -> None:
         options += ["--json", str(args.json)] if args.json else []
         options += ["--work-dir", str(args.work_dir)] if args.work_dir else []
         return dagster_run.main(options)
+    if args.set == "qa":
+        from benchmarks import qa
+
+        options = ["--repeat", str(args.repeat), "--data-dir", str(args.data_dir)]
+        options += ["--json", str(args.json)] if args.json else []
+        options += ["--work-dir", str(args.work_dir)] if args.work_dir else []
+        return qa.main(options)
     root = generate.ensure(args.set, args.data_dir)
     files = generate.prod_files(root)
     if args.set != "smoke":  # seconds in CI, not a timing
