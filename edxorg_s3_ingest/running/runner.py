@@ -174,6 +174,11 @@ def _unchanged_tables(
     tables are known to need a load, the worker processes' fork server starts."""
     from edxorg_s3_ingest.landing.aws import is_s3
 
+    if settings.environment != "dev":
+        from edxorg_s3_ingest.stores.lake_state import lake_answers
+
+        if not lake_answers(settings.lake_url):
+            return {}
     to_load: set[str] = set()
     lock = threading.Lock()
 

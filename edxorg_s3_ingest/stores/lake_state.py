@@ -25,16 +25,24 @@ class Unusual(RuntimeError):
     """The table is not as this loader writes it; its load will say what to fix."""
 
 
+def lake_answers(lake_url: str) -> bool:
+    """Whether the lake bucket answers a listing of the lake (one request). When it does not,
+    the CLI leaves every table to its load, whose preflight fails before the landing zone is
+    listed and says what to fix."""
+    bucket, prefix = split_s3(lake_url)
+    try:
+        s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix.strip('/')}/", MaxKeys=1)
+    except Exception:  # noqa: BLE001 - the loads' preflight explains it
+        return False
+    return True
+
+
 def read_lake_state(lake_url: str, database: str, table_name: str) -> StoredState:
-    """The state the table's current snapshot points to; empty for a table not in Glue (once
-    the lake bucket answered a listing: a lake that cannot be used is left to the load's
-    preflight, which fails before the landing zone is listed)."""
+    """The state the table's current snapshot points to; empty for a table not in Glue."""
     glue = glue_client()
     try:
         entry = glue.get_table(DatabaseName=database, Name=table_name)["Table"]
     except glue.exceptions.EntityNotFoundException:
-        bucket, prefix = split_s3(lake_url)
-        s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix.strip('/')}/", MaxKeys=1)
         return StoredState()
     parameters = entry.get("Parameters") or {}
     if parameters.get("table_type", "").upper() != "ICEBERG":
