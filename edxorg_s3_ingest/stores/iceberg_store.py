@@ -272,12 +272,7 @@ class IcebergStore:
                         _add_columns(transaction, columns)
                         condition = _matching("_course_id", courses) if courses else None
                         deleted, rewritten = self._holding(table, courses)
-                    update = transaction.update_snapshot(snapshot_properties=marker)
-                    with update.overwrite() if deleted else update.fast_append() as snapshot:
-                        if deleted:
-                            snapshot.delete_by_predicate(condition)
-                        for file in deleted:
-                            snapshot.delete_data_file(file)
+                    with _snapshot(transaction, marker, condition, deleted) as snapshot:
                         writing = _LoadFiles(transaction, table, snapshot.commit_uuid)
                         for file in writing.files(load, rewritten, courses):
                             snapshot.append_data_file(file)
@@ -510,11 +505,8 @@ class IcebergStore:
         properties: dict,
     ) -> None:
         """One snapshot of the rejects table: `deleted` files (the rows matching `condition`)
-        out, `batches` in, written chunk by chunk; none when nothing changes.
-
-        Pure additions are a fast append, which never conflicts with concurrent appends (the
-        rejects table is shared); a replacement is an overwrite whose conflict check, should a
-        concurrent commit force a retry, is limited to `condition`.
+        out, `batches` in, written chunk by chunk; none when nothing changes (`_snapshot`: the
+        rejects table is shared, and its appends never conflict).
         """
         metadata = transaction.table_metadata
         arrow_schema = schema_to_pyarrow(metadata.schema(), include_field_ids=False)
@@ -522,12 +514,7 @@ class IcebergStore:
         first = next(chunks, None)
         if first is None and not deleted:
             return
-        update = transaction.update_snapshot(snapshot_properties=properties)
-        with update.overwrite() if deleted else update.fast_append() as snapshot:
-            if deleted:
-                snapshot.delete_by_predicate(condition)
-            for file in deleted:
-                snapshot.delete_data_file(file)
+        with _snapshot(transaction, properties, condition, deleted) as snapshot:
             counter = itertools.count()
             for chunk in itertools.chain([first] if first is not None else [], chunks):
                 for file in data_files(
@@ -584,6 +571,26 @@ class IcebergStore:
             environment = self.database.removeprefix("ol_warehouse_").removesuffix("_raw")
             message += f" It must exist before loading DAGSTER_ENVIRONMENT={environment}."
         return message
+
+
+@contextmanager
+def _snapshot(
+    transaction: Transaction,
+    properties: dict,
+    condition: BooleanExpression | None,
+    deleted: list[DataFile],
+) -> Iterator:
+    """A snapshot under way with `deleted` (the files of the rows matching `condition`) out;
+    the caller adds its files. Pure additions are a fast append, which never conflicts with
+    concurrent appends; a replacement is an overwrite whose conflict check, should a
+    concurrent commit force a retry, is limited to `condition`."""
+    update = transaction.update_snapshot(snapshot_properties=properties)
+    with update.overwrite() if deleted else update.fast_append() as snapshot:
+        if deleted:
+            snapshot.delete_by_predicate(condition)
+        for file in deleted:
+            snapshot.delete_data_file(file)
+        yield snapshot
 
 
 def _matching(column: str, values: set[str]) -> BooleanExpression:
