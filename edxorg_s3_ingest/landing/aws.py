@@ -163,7 +163,22 @@ def _session_and_region():
     return session, session.region_name or DEFAULT_REGION
 
 
-@functools.cache
+def _built_once(build):
+    """`functools.cache` that builds each value once even when threads ask for it at the same
+    time: a client takes ~0.1 s of CPU to build, and a run's listing threads all ask for the
+    process's client at their start (each built its own: ~0.1 s per table listed)."""
+    cached = functools.cache(build)
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def get(*key):
+        with lock:
+            return cached(*key)
+
+    return get
+
+
+@_built_once
 def _s3_client(_environment: tuple):
     from botocore.config import Config
 
@@ -189,7 +204,7 @@ def s3_client():
     return _s3_client(aws_environment())
 
 
-@functools.cache
+@_built_once
 def _glue_client(_environment: tuple):
     from botocore.config import Config
 
