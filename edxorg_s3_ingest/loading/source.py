@@ -71,6 +71,9 @@ it (1: one file after the other). Local files are read in place, one after the o
 FETCH_AHEAD_BYTES = 64 << 20
 """Bytes of files being fetched or fetched and not yet pre-scanned, at most (a larger file is
 fetched alone)."""
+HELPER_MIN_MB_ENV = "EDXORG_S3_INGEST_HELPER_MIN_MB"
+"""Overrides HELPER_MIN_BYTES (parse_helper.py): the large files' MB a load needs to be worth
+a parse helper."""
 OWN_FILE_BYTES = 2 << 20
 """A source file this large gets a Parquet file of its own (one staged file, one course: the
 store publishes it as it is, with no second encoding)..."""
@@ -235,9 +238,15 @@ def _helper_lane(
     load's large files are worth one (parse_helper.py)."""
     tokens = spare_cores()
     own_bytes = sum(file.size for file in files if file.url in own)
-    if tokens is None or own_bytes < HELPER_MIN_BYTES:
+    if tokens is None or own_bytes < helper_min_bytes():
         return None
     return HelperLane(scratch, load_id, columns, tokens)
+
+
+def helper_min_bytes() -> int:
+    """HELPER_MIN_BYTES, or the whole MB in EDXORG_S3_INGEST_HELPER_MIN_MB."""
+    value = os.environ.get(HELPER_MIN_MB_ENV, "").strip()
+    return int(value) << 20 if value.isdigit() else HELPER_MIN_BYTES
 
 
 def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFile]:
