@@ -14,6 +14,7 @@ import importlib
 import os
 
 from edxorg_s3_ingest.definitions import defs
+from edxorg_s3_ingest.timeline import mark
 
 
 def import_instance_modules() -> list[str]:
@@ -38,3 +39,4 @@ def import_instance_modules() -> list[str]:
 
 defs()
 import_instance_modules()
+mark("step-server ready")

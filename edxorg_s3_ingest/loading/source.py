@@ -1,4 +1,4 @@
-"""The dlt source: one resource per edX table, streaming the rows of its new prod exports.
+"""The body of each table's dlt resource (resources.py): streams the rows of its new prod exports.
 
 Each resource reads the files its table's plan names (work.py: one per re-exported course, from
 one listing and the table's state in its store) and hands every file's rows, with the lineage
@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import dlt
 import pyarrow as pa
-from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.landing.fetching import fetch
 from edxorg_s3_ingest.landing.listing import LandingFile, is_local
@@ -47,7 +46,7 @@ from edxorg_s3_ingest.reading.threads import read_ahead
 from edxorg_s3_ingest.reading.tsv import Reject
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.state.work import Work
-from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
+from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from edxorg_s3_ingest.timeline import mark
 
 MANIFEST_KEY = "edxorg_s3_ingest"
@@ -263,27 +262,3 @@ def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str)
         dlt.mark.make_hints(table_name=REJECTS_TABLE),
         create_table_variant=True,
     )
-
-
-def table_resource(table: str, work: Work, report: TableReport) -> DltResource:
-    return dlt.resource(
-        read_table,
-        name=table,
-        table_name=destination_table(table),
-        write_disposition="append",
-    )(table, work, report)
-
-
-@dlt.source(name="edxorg_s3", max_table_nesting=0)
-def edxorg_s3_source(
-    tables: list[str] | None = None,
-    works: dict[str, Work] | None = None,
-    reports: dict[str, TableReport] | None = None,
-) -> list[DltResource]:
-    """One resource per edX table, named after the table (SPEC §3), each reading what its
-    table's `Work` plans (table_load.TableLoad plans it)."""
-    works, reports = works or {}, reports or {}
-    return [
-        table_resource(table, works.get(table), reports.get(table) or TableReport(table))
-        for table in (tables or TABLES)
-    ]
