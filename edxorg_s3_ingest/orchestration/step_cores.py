@@ -40,20 +40,27 @@ def step_cores(context: dg.AssetExecutionContext) -> Iterator[bool]:
 
 def run_started(context: dg.AssetExecutionContext) -> Callable[[], bool]:
     """Whether every step of the step's run has started, from the run's event log; asked at
-    most every LOOK_EVERY seconds, True for good once it was True."""
-    instance, run = context.instance, context.run
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    steps = set(plan.step_keys_to_execute)
-    seen = {"at": 0.0, "started": False}
+    most every LOOK_EVERY seconds, True for good once it was True. An instance that cannot
+    answer means no helper (the load goes on without one), never a failed load."""
+    instance, run, log = context.instance, context.run, context.log
+    seen = {"at": 0.0, "started": False, "steps": None}
 
     def started() -> bool:
         if seen["started"] or time.monotonic() - seen["at"] < LOOK_EVERY:
             return seen["started"]
         seen["at"] = time.monotonic()
-        records = instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.STEP_START
-        ).records
-        seen["started"] = steps <= {record.event_log_entry.step_key for record in records}
+        try:
+            if seen["steps"] is None:
+                plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+                seen["steps"] = set(plan.step_keys_to_execute)
+            records = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.STEP_START
+            ).records
+        except Exception as error:  # noqa: BLE001 - a helper is an optimisation
+            log.warning(f"no spare core for a parse helper: the run's steps are unknown ({error})")
+            seen["at"] = float("inf")  # never asked again
+            return False
+        seen["started"] = seen["steps"] <= {record.event_log_entry.step_key for record in records}
         return seen["started"]
 
     return started
