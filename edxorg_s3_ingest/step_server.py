@@ -24,17 +24,24 @@ def import_instance_modules() -> list[str]:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         return []
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._serdes import ConfigurableClassData
-
+    # dagster's own (private) names: should they move, the steps import what they need
+    # themselves, as they did before; a step opens its instance and reports any error.
     try:
+        from dagster._core.instance.ref import InstanceRef
+        from dagster._serdes import ConfigurableClassData
+
         ref = InstanceRef.from_dir(home)
-    except Exception:  # noqa: BLE001 - the step opens the instance itself and reports the error
+    except Exception:  # noqa: BLE001 - see above
         return []
-    modules = [data.module_name for data in ref if isinstance(data, ConfigurableClassData)]
-    for module in modules:
-        importlib.import_module(module)
-    return modules
+    imported = []
+    for data in ref:
+        if isinstance(data, ConfigurableClassData):
+            try:
+                importlib.import_module(data.module_name)
+            except Exception:  # noqa: BLE001 - see above
+                continue
+            imported.append(data.module_name)
+    return imported
 
 
 defs()

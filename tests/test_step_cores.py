@@ -69,6 +69,15 @@ def test_no_free_core_the_load_runs_without_one_and_without_a_helper(tmp_path):
         assert spare_cores() is None
 
 
+def test_no_folder_for_the_cores_the_load_runs_without_a_helper(tmp_path):
+    """A filesystem where the lock files cannot be made (here a file stands where the folder
+    would be) costs the helper, never the load."""
+    (tmp_path / "not-a-folder").write_text("")
+    with machine_cores(2, tmp_path / "not-a-folder" / "cores") as own:
+        assert not own
+        assert spare_cores() is None
+
+
 @pytest.mark.skipif(available_cpus() < 2, reason="a spare core needs 2 CPUs")
 def test_a_dagster_step_alone_parses_with_a_helper_and_loads_the_same_rows(tmp_path):
     """`dagster asset materialize` of courseware_studentmodule alone: its step has a core free

@@ -73,9 +73,17 @@ class MachineCores:
         os.close(self._held.pop())
 
     def _take(self) -> int | None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """A free core's locked file, or None: none free, or no folder to hold them (a
+        read-only or full filesystem: no spare core, never a failed load)."""
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            return None
         for number in range(self.count):
-            descriptor = os.open(self.folder / f"core-{number}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                descriptor = os.open(self.folder / f"core-{number}", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                return None
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
