@@ -12,7 +12,7 @@ def __getattr__(name: str):
     importing this module (the CLI) resolves nothing; building it writes nothing."""
     if name != "source":
         raise AttributeError(name)
-    from edxorg_s3_ingest.loading.source import edxorg_s3_source
+    from edxorg_s3_ingest.loading.resources import edxorg_s3_source
 
     return edxorg_s3_source()
 

@@ -254,3 +254,49 @@ def test_step_processes_use_the_definitions_their_fork_server_built(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 0)"
+
+
+def test_the_run_process_starts_the_step_server_before_its_run_starts(tmp_path):
+    """`dagster asset materialize` starts the step server as it builds the definitions
+    (`definitions.runs_here`), so that the server's imports overlap the run's own set-up: it is
+    started by the command's process before RUN_START, and gets ready in a process of its own."""
+    timeline = tmp_path / "timeline.txt"
+    result, run, events = materialize(
+        tmp_path, "teams", env={"EDXORG_S3_INGEST_TIMELINE": str(timeline)}
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    marks = {}
+    for line in timeline.read_text().splitlines():
+        at, pid, mark = line.split(" ", 2)
+        marks.setdefault(mark, (float(at), int(pid)))
+    started, ready = marks["step-server started"], marks["step-server ready"]
+    (run_start,) = of_type(events, dg.DagsterEventType.RUN_START)
+    assert started[0] < run_start.timestamp
+    assert started[1] != ready[1]
+    assert marks["read teams"][1] not in (started[1], ready[1])  # a step forked from it
+
+
+INSTANCE_MODULES = """
+import sys
+from edxorg_s3_ingest.step_server import import_instance_modules
+print("sqlalchemy" in sys.modules, sorted(set(import_instance_modules())))
+"""
+
+
+def test_the_step_server_imports_the_instance_storage_without_opening_it():
+    """What each step imported to open the run's instance (~0.6 s a step): imported once in the
+    server, from DAGSTER_HOME's configuration, which is never opened there."""
+    home = Path(os.environ["DAGSTER_HOME"])  # conftest: a fresh one, nothing in it yet
+    before = sorted(path.name for path in home.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-c", INSTANCE_MODULES],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    imported, modules = result.stdout.strip().split(" ", 1)
+    assert imported == "True"
+    assert "dagster._core.storage.sqlite_storage" in modules
+    assert sorted(path.name for path in home.iterdir()) == before

@@ -12,9 +12,10 @@ own. A file's rows are exactly what the loading process would have written.
 
 Spare cores are tokens (spare_cores.py): the CLI's worker processes share a semaphore that
 the CLI releases each time it ends a worker with nothing left to load (workers.py), and a
-single load in the CLI process gets the CPUs it may use beyond its own. A load takes one token
-for its helper and gives it back when it ends. With no tokens (Dagster, `--workers 1`), loads
-read alone, as before.
+single load in the CLI process gets the CPUs it may use beyond its own; Dagster's steps share
+cores as lock files (spare_cores.MachineCores, orchestration/step_cores.py). A load takes one
+token for its helper and gives it back when it ends. With no tokens (`--workers 1`, a step
+that found no free core), loads read alone.
 """
 
 import logging

@@ -44,6 +44,6 @@ def table_pipeline(load: TableLoad, work: Work) -> tuple[Pipeline, Consolidator]
 
 
 def table_source(table: str, work: Work, report: TableReport):
-    from edxorg_s3_ingest.loading.source import edxorg_s3_source
+    from edxorg_s3_ingest.loading.resources import edxorg_s3_source
 
     return edxorg_s3_source(tables=[table], works={table: work}, reports={table: report})

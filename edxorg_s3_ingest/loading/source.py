@@ -1,4 +1,4 @@
-"""The dlt source: one resource per edX table, streaming the rows of its new prod exports.
+"""The body of each table's dlt resource (resources.py): streams the rows of its new prod exports.
 
 Each resource reads the files its table's plan names (work.py: one per re-exported course, from
 one listing and the table's state in its store) and hands every file's rows, with the lineage
@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import dlt
 import pyarrow as pa
-from dlt.extract.resource import DltResource
 
 from edxorg_s3_ingest.landing.fetching import fetch
 from edxorg_s3_ingest.landing.listing import LandingFile, is_local
@@ -47,7 +46,7 @@ from edxorg_s3_ingest.reading.threads import read_ahead
 from edxorg_s3_ingest.reading.tsv import Reject
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.state.work import Work
-from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
+from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from edxorg_s3_ingest.timeline import mark
 
 MANIFEST_KEY = "edxorg_s3_ingest"
@@ -71,6 +70,9 @@ it (1: one file after the other). Local files are read in place, one after the o
 FETCH_AHEAD_BYTES = 64 << 20
 """Bytes of files being fetched or fetched and not yet pre-scanned, at most (a larger file is
 fetched alone)."""
+HELPER_MIN_MB_ENV = "EDXORG_S3_INGEST_HELPER_MIN_MB"
+"""Overrides HELPER_MIN_BYTES (parse_helper.py): the large files' MB a load needs to be worth
+a parse helper."""
 OWN_FILE_BYTES = 2 << 20
 """A source file this large gets a Parquet file of its own (one staged file, one course: the
 store publishes it as it is, with no second encoding)..."""
@@ -235,9 +237,15 @@ def _helper_lane(
     load's large files are worth one (parse_helper.py)."""
     tokens = spare_cores()
     own_bytes = sum(file.size for file in files if file.url in own)
-    if tokens is None or own_bytes < HELPER_MIN_BYTES:
+    if tokens is None or own_bytes < helper_min_bytes():
         return None
     return HelperLane(scratch, load_id, columns, tokens)
+
+
+def helper_min_bytes() -> int:
+    """HELPER_MIN_BYTES, or the whole MB in EDXORG_S3_INGEST_HELPER_MIN_MB."""
+    value = os.environ.get(HELPER_MIN_MB_ENV, "").strip()
+    return int(value) << 20 if value.isdigit() else HELPER_MIN_BYTES
 
 
 def _largest(files: list[LandingFile], count: int, least: int) -> list[LandingFile]:
@@ -254,27 +262,3 @@ def _rejects(table: str, file: LandingFile, rejects: list[Reject], load_id: str)
         dlt.mark.make_hints(table_name=REJECTS_TABLE),
         create_table_variant=True,
     )
-
-
-def table_resource(table: str, work: Work, report: TableReport) -> DltResource:
-    return dlt.resource(
-        read_table,
-        name=table,
-        table_name=destination_table(table),
-        write_disposition="append",
-    )(table, work, report)
-
-
-@dlt.source(name="edxorg_s3", max_table_nesting=0)
-def edxorg_s3_source(
-    tables: list[str] | None = None,
-    works: dict[str, Work] | None = None,
-    reports: dict[str, TableReport] | None = None,
-) -> list[DltResource]:
-    """One resource per edX table, named after the table (SPEC §3), each reading what its
-    table's `Work` plans (table_load.TableLoad plans it)."""
-    works, reports = works or {}, reports or {}
-    return [
-        table_resource(table, works.get(table), reports.get(table) or TableReport(table))
-        for table in (tables or TABLES)
-    ]

@@ -33,6 +33,7 @@ from edxorg_s3_ingest.orchestration.automation import (
     upstream_exports_landed,
 )
 from edxorg_s3_ingest.orchestration.sensor import landing_zone_sensor
+from edxorg_s3_ingest.orchestration.step_cores import step_cores
 from edxorg_s3_ingest.orchestration.upkeep import DEFAULT_CRON, upkeep_job, upkeep_schedule
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.settings import Settings
@@ -203,7 +204,10 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
         settings = Settings.resolve()
         if key in context.selected_asset_keys:
             context.log.info(f"loading {table} from {settings.bucket_url}")
-            report = load_table(table, settings)
+            # The step's own core, and a spare one for its load's parse helper when no other
+            # step holds it (step_cores.py).
+            with step_cores(context):
+                report = load_table(table, settings)
             if not report.ok:
                 raise dg.Failure(description=f"{table}: {report.error}")
             if report.status == "no_prod_files":
