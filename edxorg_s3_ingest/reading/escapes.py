@@ -36,11 +36,16 @@ for _letter, (_stand_in, _char) in _ESCAPED.items():
     _ORIGINAL[_stand_in] = _char
 _ORIGINAL[_LONE_BACKSLASH] = _BACKSLASH
 _ORIGINAL[_CR_STAND_IN] = _CR
+_RAW = bytearray(_ORIGINAL)
+"""Each byte as it was before marking: the escapes' stand-ins as their letters."""
+for _letter, (_stand_in, _) in _ESCAPED.items():
+    _RAW[_stand_in] = _letter
 
 
-def mark(segment: bytes, backslashes: bool, crs: bool) -> bytearray:
-    """A copy of the raw segment (valid UTF-8) for a parse with `escape_char="\\\\"`."""
-    marked = bytearray(segment)
+def mark(segment: bytes | bytearray, backslashes: bool, crs: bool) -> bytearray:
+    """The raw segment (valid UTF-8) marked for a parse with `escape_char="\\\\"`: a bytearray
+    in place, bytes in a copy."""
+    marked = segment if isinstance(segment, bytearray) else bytearray(segment)
     values = np.frombuffer(marked, np.uint8)
     if crs:
         values[values == _CR] = _CR_STAND_IN
@@ -67,6 +72,12 @@ def _mark_escapes(values: np.ndarray) -> None:
     escape = stand_ins != 0
     values[escaping[escape] + 1] = stand_ins[escape]
     values[escaping[~escape]] = _LONE_BACKSLASH
+
+
+def restore(marked: bytearray) -> None:
+    """Undoes `mark` in place: every stand-in is where `mark` put it, and the bytes before it
+    were left as they were (a stand-in for a letter follows its backslash)."""
+    marked[:] = marked.translate(_RAW)
 
 
 def unmark(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:

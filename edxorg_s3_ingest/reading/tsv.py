@@ -140,8 +140,10 @@ class TsvFile:
                 if self._data is not None:
                     segment = self._data[start:stop]
                 else:
+                    # A bytearray: its escapes are marked in place (_fast), not in a copy.
                     stream.seek(start)
-                    segment = stream.read(stop - start)
+                    segment = bytearray(stop - start)
+                    del segment[stream.readinto(segment) :]
                 line_starts = next_line - line + (segment[-1:] != b"\n")
                 table = self._fast(segment, line, line_starts)
                 if table is None:
@@ -155,28 +157,43 @@ class TsvFile:
         self.on_reject(Reject(line, reason, raw))
 
     def _fast(
-        self, segment: bytes, start: int, line_starts: int, lines: pa.Array | None = None
+        self,
+        segment: bytes | bytearray,
+        start: int,
+        line_starts: int,
+        lines: pa.Array | None = None,
     ) -> pa.Table | None:
         """The segment's rows, or None when it holds an anomaly that needs the slow path.
         With `lines` given, the segment holds only records the slow path has checked."""
         checked = lines is not None
         if not checked and not _is_utf8(segment):
             return None
-        # pyarrow takes a CR for a line end, and decodes no edX escape: both are marked in a
-        # copy of the segment, with stand-ins that pyarrow's escape handling turns into the
-        # bytes they stand for (escapes.py).
+        # pyarrow takes a CR for a line end, and decodes no edX escape: both are marked with
+        # stand-ins that pyarrow's escape handling turns into the bytes they stand for
+        # (escapes.py); in the segment itself when it is a bytearray (read for this), which is
+        # restored when it must be read otherwise, else in a copy.
         has_cr, has_backslash = b"\r" in segment, b"\\" in segment
         marked = has_cr or has_backslash
-        parsed = escapes.mark(segment, has_backslash, has_cr) if marked else segment
-        table = self._read(parsed, strict=checked, escaped=has_backslash)
-        del parsed
+        in_place = marked and isinstance(segment, bytearray)
+
+        def unmarked() -> None:
+            if in_place:
+                escapes.restore(segment)
+
+        if marked:
+            parsed = escapes.mark(segment, has_backslash, has_cr)
+            table = self._read(parsed, strict=checked, escaped=has_backslash)
+            del parsed
+        else:
+            table = self._read(segment, strict=checked)
         ragged: list[tuple[int, str]] = []
         cr = None
         if table is None:
             # Ragged lines: read again, unmarked, on one thread, where pyarrow numbers the
             # records it skips. Its handler decodes their text, so the CR stand-in must then
             # be UTF-8, and the escapes are decoded after the parse.
-            marked = False
+            unmarked()
+            marked = in_place = False
             cr = _unused_character(segment) if has_cr else None
             if cr or not has_cr:
                 parsed = segment.replace(b"\r", cr) if cr else segment
@@ -185,10 +202,12 @@ class TsvFile:
             return None
         columns = [_as(column, pa.binary()) for column in table.columns]
         if not checked:
-            if _has_blank_line(segment, columns):
+            if _has_blank_line(segment, columns):  # marking keeps every LF where it was
+                unmarked()
                 return None
             placed = self._lines(start, line_starts, columns, table.num_rows, ragged)
             if placed is None:
+                unmarked()
                 return None
             lines, ragged_lines = placed
             for line, (_, text) in zip(ragged_lines, ragged, strict=True):
@@ -235,7 +254,8 @@ class TsvFile:
         first_lines = np.cumsum(spans) - spans + start
         return pa.array(first_lines[loaded]), first_lines[skipped].tolist()
 
-    def _slow(self, segment: bytes, start: int) -> pa.Table:
+    def _slow(self, segment: bytes | bytearray, start: int) -> pa.Table:
+        segment = bytes(segment)  # its records are the rejects' raw lines
         valid_utf8 = _is_utf8(segment)
         width, kept, lines, line = len(self.header), [], [], start
         for record in tsv_scan.records(segment, self.quoted):
