@@ -353,3 +353,12 @@ def test_every_run_of_backslashes_before_every_kind_of_byte_decodes_exactly(
     ]
     assert [row["w"] for row in rows[:-1]] == [decode_escapes(raw[::-1]) for _, raw in expected]
     assert rows[-1] == {"id": "last", "v": "a", "w": "b\\", SOURCE_LINE: len(lines) + 1}
+
+
+def test_a_row_starting_like_a_byte_order_mark_reads_with_tiny_parse_blocks(tmp_path):
+    """U+F000 is EF 80 80: a first parse block shorter than a byte-order mark that starts with
+    EF is refused by pyarrow as a truncated mark, unless the block is made long enough."""
+    path = derived(tmp_path, "c0\n\uf000\n".encode())
+    for segment in (2, 1 << 20):
+        reader, rows, rejects = load(path, segment_bytes=segment, parse_block_bytes=1)
+        assert (rows, rejects) == ([{"c0": "\uf000", SOURCE_LINE: 2}], [])
