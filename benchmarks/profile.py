@@ -9,7 +9,9 @@ threads) and the process's RSS high-water mark after the step.
 
 Reader: reads every prod file of each table with `TsvFile` on this thread alone and splits its
 CPU time into the pre-scan (quoting decision, `tsv_scan.scan`), pyarrow's CSV parsing
-(`TsvFile._read`), the edX escape decoding (`_decode_columns`) and the rest.
+(`TsvFile._read`), the edX escapes and raw CRs marked before it and restored after
+(`escapes.mark`, `escapes.unmark`; `escapes.decode_columns` for segments with a ragged line)
+and the rest. pandas is imported first: pyarrow imports it on first use, and dlt does in a load.
 
 For a sampling profile of everything: `uv run --with py-spy py-spy record -o out.txt -f raw
 --threads -- .venv/bin/python -m edxorg_s3_ingest.loads --bucket-url <set> ...`.
@@ -84,6 +86,9 @@ def steps(root, tables: list[str]) -> None:
 
 
 def reader(root, tables: list[str]) -> None:
+    import pandas  # noqa: F401 - see the module's docstring
+
+    import edxorg_s3_ingest.reading.escapes as escapes
     import edxorg_s3_ingest.reading.tsv as tsv
     import edxorg_s3_ingest.reading.tsv_scan as tsv_scan
     from edxorg_s3_ingest.landing.listing import list_prod_files
@@ -105,7 +110,9 @@ def reader(root, tables: list[str]) -> None:
 
     timed(tsv_scan, "scan", "pre-scan")
     timed(tsv.TsvFile, "_read", "pyarrow parse")
-    timed(tsv, "_decode_columns", "escape decoding")
+    timed(escapes, "mark", "escape marking")
+    timed(escapes, "unmark", "escape unmarking")
+    timed(escapes, "decode_columns", "escape decoding")
     print(f"{'table':28} {'MB':>7} {'cpu s':>7} {'MB/cpu-s':>8}  parts (cpu s)")
     for table in tables:
         spent.clear()

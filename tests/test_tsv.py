@@ -309,3 +309,56 @@ def test_field_over_16_mb(tmp_path):
     assert rejects == []
     assert [len(row["state"]) for row in rows] == [12 << 20, 12 << 20]
     assert rows[1]["state"][:4] == "x\nx\n"
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_every_run_of_backslashes_before_every_kind_of_byte_decodes_exactly(
+    tmp_path, quoted, ragged
+):
+    """pyarrow drops the first backslash of each pair while parsing, after the reader has
+    marked the other escapes (reading/escapes.py): runs of 0-5 backslashes before an escape
+    letter, another letter, a quote, a field's end, a line's end and the file's end, at every
+    place in a field, must read as `decode_escapes` reads the raw field. With a ragged line
+    the segment is read again unmarked and decoded after the parse: both ways must agree."""
+    tails = ["t", "n", "r", "x", "N", '"', "é"]
+    values = [
+        before + "\\" * run + tail
+        for run in range(6)
+        for tail in [*tails, ""]
+        for before in ("", "a")
+    ]
+    values += [value + "z" for value in values]
+
+    def field(value: str) -> str:
+        # Unquoted, the lone `"` field is an unclosed quote: the whole file is read unquoted.
+        return '"' + value.replace('"', '""') + '"' if quoted else value
+
+    lines = ["id\tv\tw"]
+    expected = []
+    for index, value in enumerate(values):
+        lines.append(f"{index}\t{field(value)}\t{field(value[::-1])}")
+        expected.append((str(index), value))
+    if ragged:
+        lines.insert(24, "only one field")  # among lone backslashes and escapes
+    # The file ends in an odd run of backslashes, with no LF.
+    data = ("\n".join(lines) + f"\nlast\t{field('a')}\tb\\").encode()
+    rejects: list[Reject] = []
+    reader = TsvFile(derived(tmp_path, data), rejects.append, segment_bytes=97)
+    rows = [row for batch in reader.batches() for row in batch.to_pylist()]
+    assert reader.quoted is quoted
+    assert [reject.reason for reject in rejects] == (["ragged_line"] if ragged else [])
+    assert [(row["id"], row["v"]) for row in rows[:-1]] == [
+        (index, decode_escapes(raw)) for index, raw in expected
+    ]
+    assert [row["w"] for row in rows[:-1]] == [decode_escapes(raw[::-1]) for _, raw in expected]
+    assert rows[-1] == {"id": "last", "v": "a", "w": "b\\", SOURCE_LINE: len(lines) + 1}
+
+
+def test_a_row_starting_like_a_byte_order_mark_reads_with_tiny_parse_blocks(tmp_path):
+    """U+F000 is EF 80 80: a first parse block shorter than a byte-order mark that starts with
+    EF is refused by pyarrow as a truncated mark, unless the block is made long enough."""
+    path = derived(tmp_path, "c0\n\uf000\n".encode())
+    for segment in (2, 1 << 20):
+        reader, rows, rejects = load(path, segment_bytes=segment, parse_block_bytes=1)
+        assert (rows, rejects) == ([{"c0": "\uf000", SOURCE_LINE: 2}], [])

@@ -10,9 +10,10 @@ into memory, read once). Two passes, both in bounded memory:
    file unquoted and the line then loads as written, or is rejected as ragged. The scan also
    notes record starts (byte offset, line) about every `segment_bytes`.
 2. Parse: each segment of whole records goes through pyarrow.csv (C++; multi-threaded when the
-   segment spans several parse blocks); edX escapes are decoded after parsing with pyarrow
-   substring replacement (`\\\\` first, to a stand-in byte), only in chunks holding a `\\`,
-   and only the passes for the escapes that chunk holds.
+   segment spans several parse blocks). The edX escapes are decoded by that parse: a copy of
+   the segment has its `\\t`, `\\n`, `\\r`, lone backslashes and raw CRs marked with stand-in
+   bytes, pyarrow's escape handling drops the first backslash of each `\\\\`, and one byte
+   translation per column puts back what the stand-ins stand for (escapes.py).
 
 Small files: `read_together` parses many in-memory files that share a header and quoting with
 one pyarrow read (a read costs about the same for 2 KB as for 4 MB); each file's `batches()`
@@ -24,14 +25,16 @@ Exactness, checked per segment; a segment that fails a check goes to the slow pa
 - Lines: a segment starts at a known line; rows are lines unless a quoted field holds an LF, in
   which case each row adds the LFs inside its fields. The total must equal the segment's LFs.
 - CR is data (SPEC §2) but a line end to pyarrow: raw CRs are swapped for byte 0xFF before
-  parsing and swapped back after. 0xFF never occurs in valid UTF-8, so the swap is lossless.
+  parsing and swapped back after. 0xFF never occurs in valid UTF-8, so the swap is lossless
+  (nor do the escapes' stand-ins, 0xFA-0xFD).
 - Invalid UTF-8 is found by running CPython's UTF-8 decoder (C, GB/s on ASCII) over each segment
   in 1 MiB steps, dropping the text; such a segment takes the slow path.
 - A ragged line makes the multi-threaded read fail; the segment is then read again on one
   thread with an invalid_row_handler, which numbers the records it skips only there (with
   threads and newlines_in_values the numbers are unknown; the handler decodes the text, so the
-  CR stand-in there is a private-use character absent from the segment). Record numbers and the
-  LFs in each record give every line exactly.
+  CR stand-in there is a private-use character absent from the segment, and the segment is not
+  marked: its escapes are decoded after the parse). Record numbers and the LFs in each record
+  give every line exactly.
 - A blank line, which pyarrow reads as a row of empty strings, is caught by an all-empty-row
   check, then a search for `\\n\\n`, and takes the slow path.
 The slow path splits the segment into records in Python (one C-level regex match per record),
@@ -51,21 +54,16 @@ from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from edxorg_s3_ingest.reading import tsv_scan
+from edxorg_s3_ingest.reading import escapes, tsv_scan
 
 SOURCE_LINE = "_source_line"
 _MAX_HEADER = 1 << 20
 _LF = 0x0A
-_BACKSLASH = 0x5C
 _HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = re.compile(r"\\([\\tnr])")
 _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-_ESCAPES = ((b"\\t", b"\t"), (b"\\n", b"\n"), (b"\\r", b"\r"))
-# Bytes that valid UTF-8 never holds: stand-ins for raw CR and `\\\\` while parsing.
-_CR_STAND_IN, _BACKSLASH_STAND_IN = b"\xff", b"\xfe"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -142,8 +140,10 @@ class TsvFile:
                 if self._data is not None:
                     segment = self._data[start:stop]
                 else:
+                    # A bytearray: its escapes are marked in place (_fast), not in a copy.
                     stream.seek(start)
-                    segment = stream.read(stop - start)
+                    segment = bytearray(stop - start)
+                    del segment[stream.readinto(segment) :]
                 line_starts = next_line - line + (segment[-1:] != b"\n")
                 table = self._fast(segment, line, line_starts)
                 if table is None:
@@ -157,21 +157,43 @@ class TsvFile:
         self.on_reject(Reject(line, reason, raw))
 
     def _fast(
-        self, segment: bytes, start: int, line_starts: int, lines: pa.Array | None = None
+        self,
+        segment: bytes | bytearray,
+        start: int,
+        line_starts: int,
+        lines: pa.Array | None = None,
     ) -> pa.Table | None:
         """The segment's rows, or None when it holds an anomaly that needs the slow path.
         With `lines` given, the segment holds only records the slow path has checked."""
         checked = lines is not None
         if not checked and not _is_utf8(segment):
             return None
-        # pyarrow takes a CR for a line end: parse with a stand-in that UTF-8 never holds.
-        has_cr = b"\r" in segment
-        cr = _CR_STAND_IN if has_cr else None
-        table = self._read(segment.replace(b"\r", _CR_STAND_IN), strict=checked)
+        # pyarrow takes a CR for a line end, and decodes no edX escape: both are marked with
+        # stand-ins that pyarrow's escape handling turns into the bytes they stand for
+        # (escapes.py); in the segment itself when it is a bytearray (read for this), which is
+        # restored when it must be read otherwise, else in a copy.
+        has_cr, has_backslash = b"\r" in segment, b"\\" in segment
+        marked = has_cr or has_backslash
+        in_place = marked and isinstance(segment, bytearray)
+
+        def unmarked() -> None:
+            if in_place:
+                escapes.restore(segment)
+
+        if marked:
+            parsed = escapes.mark(segment, has_backslash, has_cr)
+            table = self._read(parsed, strict=checked, escaped=has_backslash)
+            del parsed
+        else:
+            table = self._read(segment, strict=checked)
         ragged: list[tuple[int, str]] = []
+        cr = None
         if table is None:
-            # Ragged lines: read again on one thread, where pyarrow numbers the records it
-            # skips. Its handler decodes their text, so the CR stand-in must then be UTF-8.
+            # Ragged lines: read again, unmarked, on one thread, where pyarrow numbers the
+            # records it skips. Its handler decodes their text, so the CR stand-in must then
+            # be UTF-8, and the escapes are decoded after the parse.
+            unmarked()
+            marked = in_place = False
             cr = _unused_character(segment) if has_cr else None
             if cr or not has_cr:
                 parsed = segment.replace(b"\r", cr) if cr else segment
@@ -180,17 +202,21 @@ class TsvFile:
             return None
         columns = [_as(column, pa.binary()) for column in table.columns]
         if not checked:
-            if _has_blank_line(segment, columns):
+            if _has_blank_line(segment, columns):  # marking keeps every LF where it was
+                unmarked()
                 return None
             placed = self._lines(start, line_starts, columns, table.num_rows, ragged)
             if placed is None:
+                unmarked()
                 return None
             lines, ragged_lines = placed
             for line, (_, text) in zip(ragged_lines, ragged, strict=True):
                 raw = text.encode("utf-8")
                 self._reject(line, "ragged_line", raw.replace(cr, b"\r") if cr else raw)
-        if cr or b"\\" in segment:
-            columns = _decode_columns(columns, cr, b"\\" in segment)
+        if marked:
+            columns = escapes.unmark(columns)
+        elif cr or has_backslash:
+            columns = escapes.decode_columns(columns, cr, has_backslash)
         return pa.Table.from_arrays(
             [*(_as(column, pa.string()) for column in columns), lines], names=self._names
         )
@@ -228,7 +254,8 @@ class TsvFile:
         first_lines = np.cumsum(spans) - spans + start
         return pa.array(first_lines[loaded]), first_lines[skipped].tolist()
 
-    def _slow(self, segment: bytes, start: int) -> pa.Table:
+    def _slow(self, segment: bytes | bytearray, start: int) -> pa.Table:
+        segment = bytes(segment)  # its records are the rejects' raw lines
         valid_utf8 = _is_utf8(segment)
         width, kept, lines, line = len(self.header), [], [], start
         for record in tsv_scan.records(segment, self.quoted):
@@ -249,10 +276,15 @@ class TsvFile:
         return table
 
     def _read(
-        self, segment: bytes, strict: bool, ragged: list[tuple[int, str]] | None = None
+        self,
+        segment: bytes | bytearray,
+        strict: bool,
+        ragged: list[tuple[int, str]] | None = None,
+        escaped: bool = False,
     ) -> pa.Table | None:
         """pyarrow's reading, or None on a parse error (a ragged line) unless `strict`. With
-        `ragged`, ragged records are skipped and listed: (record number in segment, text)."""
+        `ragged`, ragged records are skipped and listed: (record number in segment, text).
+        `escaped`: the segment is marked (escapes.mark), its `\\\\` pairs left to pyarrow."""
 
         def skip(row: pa_csv.InvalidRow) -> str:
             ragged.append((row.number, row.text))
@@ -262,7 +294,7 @@ class TsvFile:
             delimiter="\t",
             quote_char='"' if self.quoted else False,
             double_quote=True,
-            escape_char=False,
+            escape_char="\\" if escaped else False,
             newlines_in_values=self.quoted,
             ignore_empty_lines=False,
             invalid_row_handler=None if ragged is None else skip,
@@ -279,6 +311,10 @@ class TsvFile:
             # pyarrow drops a byte-order mark at the start of its input: here it is data.
             segment = _BOM + segment
             block = max(block, 2 * len(_BOM))
+        elif segment.startswith(_BOM[:1]):
+            # A first block shorter than a mark that starts like one: pyarrow refuses it as a
+            # truncated mark (e.g. U+F000 in a 1-byte block; only tests' tiny blocks).
+            block = max(block, len(_BOM))
         while True:
             # Threads only for several blocks: for one, they add hand-offs (and memory).
             threads = ragged is None and len(segment) > block
@@ -410,49 +446,28 @@ def _lf_counts(column: pa.ChunkedArray) -> np.ndarray:
 
 def _has_blank_line(segment: bytes, columns: list[pa.ChunkedArray]) -> bool:
     """pyarrow reads a blank line as a row of empty strings; to SPEC it is a 1-field line.
-    Only rows of empty strings (rare) make the raw bytes worth searching."""
+    Only rows of empty strings (rare) make the raw bytes worth searching. Empty values are
+    found from the offsets (numpy), not by comparing each value: ~20x less CPU."""
     if len(columns) < 2:
         return False
-    blank = pc.equal(columns[0], b"")
-    for column in columns[1:]:
-        if not pc.any(blank).as_py():
+    blank = None
+    for column in columns:
+        empty = np.concatenate([_empty_strings(chunk) for chunk in column.chunks])
+        blank = empty if blank is None else blank & empty
+        if not blank.any():
             return False
-        blank = pc.and_kleene(blank, pc.equal(column, b""))
-    return bool(pc.any(blank).as_py()) and (segment[:1] == b"\n" or b"\n\n" in segment)
+    return segment[:1] == b"\n" or b"\n\n" in segment
 
 
-def _decode_columns(
-    columns: list[pa.ChunkedArray], cr: bytes | None, has_backslash: bool
-) -> list[pa.ChunkedArray]:
-    """Undoes the CR stand-in and the edX escapes, chunk by chunk, on this thread: a pool of
-    threads for it used more CPU and memory for no shorter load (pyarrow's parse is already
-    multi-threaded and the load's other stages fill the cores)."""
-
-    def decode(chunk: pa.Array) -> pa.Array:
-        if cr and _holds(chunk, cr[:1]):
-            if len(cr) == 1:
-                chunk = _replace_byte(chunk, cr[0], ord("\r"))
-            else:
-                chunk = pc.replace_substring(chunk, cr, b"\r")
-        if has_backslash and (after := _after_backslash(chunk)):
-            codes = [(code, char) for code, char in _ESCAPES if code[1] in after]
-            if ord("\\") not in after:
-                for code, char in codes:
-                    chunk = pc.replace_substring(chunk, code, char)
-            elif not codes:
-                chunk = pc.replace_substring(chunk, b"\\\\", b"\\")
-            else:
-                # `\\\\` first, to a stand-in, so that `\\\\n` stays backslash + n.
-                chunk = pc.replace_substring(chunk, b"\\\\", _BACKSLASH_STAND_IN)
-                for code, char in codes:
-                    chunk = pc.replace_substring(chunk, code, char)
-                chunk = _replace_byte(chunk, _BACKSLASH_STAND_IN[0], _BACKSLASH)
-        return chunk
-
-    return [
-        pa.chunked_array([decode(chunk) for chunk in column.chunks], column.type)
-        for column in columns
+def _empty_strings(chunk: pa.Array) -> np.ndarray:
+    """Which values of a binary chunk are empty strings (not nulls)."""
+    offsets = np.frombuffer(chunk.buffers()[1], np.int32)[
+        chunk.offset : chunk.offset + len(chunk) + 1
     ]
+    empty = offsets[1:] == offsets[:-1]
+    if chunk.null_count:
+        empty &= chunk.is_valid().to_numpy(zero_copy_only=False)
+    return empty
 
 
 def _unused_character(segment: bytes) -> bytes | None:
@@ -461,41 +476,6 @@ def _unused_character(segment: bytes) -> bytes | None:
         (char for code in range(0xE000, 0xF900) if (char := chr(code).encode()) not in segment),
         None,
     )
-
-
-def _after_backslash(chunk: pa.Array) -> set[int]:
-    """The bytes that follow a backslash in the chunk's data (numpy: one comparison and a
-    count). Each decoding pass is a copy of the chunk: only those of escapes present are run.
-    A pass is skipped only when its two-byte sequence occurs nowhere, so skipping it is exact
-    (pairing `\\\\` first never puts a backslash before a byte that did not follow one)."""
-    data = chunk.buffers()[2]
-    if data is None:
-        return set()
-    values = np.frombuffer(data, np.uint8)
-    following = values[np.flatnonzero(values[:-1] == _BACKSLASH) + 1]
-    return set(np.flatnonzero(np.bincount(following, minlength=256)).tolist())
-
-
-def _replace_byte(chunk: pa.Array, old: int, new: int) -> pa.Array:
-    """The binary chunk with every byte `old` replaced by `new`: one numpy pass over a copy of
-    its data (lengths stay, so the offsets are shared); several times faster than a
-    substring replacement."""
-    validity, offsets, data = chunk.buffers()
-    values = np.frombuffer(data, np.uint8).copy()
-    values[values == old] = new
-    return pa.Array.from_buffers(
-        chunk.type,
-        len(chunk),
-        [validity, offsets, pa.py_buffer(values)],
-        chunk.null_count,
-        chunk.offset,
-    )
-
-
-def _holds(chunk: pa.Array, byte: bytes) -> bool:
-    """Whether the chunk's data buffer holds the byte (numpy: faster than match_substring)."""
-    data = chunk.buffers()[2]
-    return data is not None and bool((np.frombuffer(data, np.uint8) == byte[0]).any())
 
 
 def _as(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
