@@ -534,7 +534,7 @@ def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, 
     from edxorg_s3_ingest.stores import iceberg_store
 
     # Every staged file a data file of its own, as it is; written again, every batch one.
-    monkeypatch.setattr(iceberg_store, "AS_IS_BYTES", 1)
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
     monkeypatch.setattr(iceberg_store, "TARGET_FILE_BYTES", 1)
     store = iceberg_store.IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     staged = [

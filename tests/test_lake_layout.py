@@ -121,11 +121,11 @@ def test_a_load_of_many_small_courses_is_one_file_with_exact_course_bounds(lake,
         assert len(duckdb) == 120
 
 
-def test_large_staged_files_are_data_files_as_they_are(lake, tmp_path, monkeypatch):
-    """A staged file of AS_IS_BYTES or more (a large course's own, or a pack) is uploaded as
-    it is: the same data pages, the same rows, the table's field ids in its footer; a large
-    course's file is dropped whole when the course is exported again."""
-    monkeypatch.setattr(iceberg_store, "AS_IS_BYTES", 64 << 10)
+def test_a_large_course_has_a_data_file_of_its_own_as_it_was_staged(lake, tmp_path, monkeypatch):
+    """A course's staged file of ALONE_BYTES or more is uploaded as it is (the same data
+    pages, the table's field ids in its footer); the packs of the other courses are joined into
+    one file; the large course's file is dropped whole when the course is exported again."""
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 64 << 10)
     store = IcebergStore(LAKE, DATABASE)
     values = [f"x{i:07d}" * 4 for i in range(200_000)]
     big = staged(tmp_path / "big.parquet", {COURSES[0]: values}, "L1")
@@ -142,40 +142,33 @@ def test_large_staged_files_are_data_files_as_they_are(lake, tmp_path, monkeypat
     table = table_of(lake)
     ids = {field.name: field.field_id for field in table.schema().fields}
     files = {task.file.file_path: task.file for task in table.scan().plan_files()}
-    assert len(files) == 3
-    for path in [big, *packs]:
-        start, footer = parquet_footer.read_footer(path)
-        (lake_file,) = [
-            file
-            for file in files.values()
-            if file.record_count == pq.read_metadata(path).num_rows
-            and table.io.new_input(file.file_path).open().read()[:start]
-            == path.read_bytes()[:start]
-        ]
-        with table.io.new_input(lake_file.file_path).open() as stream:
+    assert sorted(file.record_count for file in files.values()) == [39 * 4000, 200_000]
+    by_rows = {file.record_count: path for path, file in files.items()}
+    for rows, pieces in ((200_000, [big]), (39 * 4000, packs)):
+        with table.io.new_input(by_rows[rows]).open() as stream:
             written = stream.read()
-        assert lake_file.file_size_in_bytes == len(written)
-        footer_written = written[start:-8]
-        assert parquet_footer.field_ids(footer_written) == ids
-        assert parquet_footer.field_ids(footer) == {}
-    assert data_files(lake)[next(p for p, f in files.items() if f.record_count == 200_000)] == (
-        200_000,
-        {COURSES[0]},
-    )
+        assert files[by_rows[rows]].file_size_in_bytes == len(written)
+        copied = b"".join(p.read_bytes()[4 : parquet_footer.read_footer(p)[0]] for p in pieces)
+        assert written.startswith(b"PAR1" + copied)
+        footer = written[4 + len(copied) : -8]
+        assert parquet_footer.field_ids(footer) == ids
+    assert all(parquet_footer.field_ids(parquet_footer.read_footer(p)[1]) == {} for p in packs)
+    assert data_files(lake)[by_rows[200_000]] == (200_000, {COURSES[0]})
+    assert data_files(lake)[by_rows[39 * 4000]] == (39 * 4000, {COURSES[1], COURSES[-1]})
     rows = rows_by_course(lake)
     assert len(rows[COURSES[0]]) == 200_000 and len(rows[COURSES[30]]) == 4000
 
     again = staged(tmp_path / "again.parquet", {COURSES[0]: ["new"]}, "L2")
     load(store, "L2", [again], [COURSES[0]])
     after = data_files(lake)
-    assert len(after) == 3 and len(set(after) & set(files)) == 2
+    assert len(after) == 2 and by_rows[39 * 4000] in after
     assert rows_by_course(lake)[COURSES[0]] == [("new", 2, "L2")]
 
 
 def test_a_column_added_later_is_null_in_the_older_as_is_files(lake, tmp_path, monkeypatch):
     """Files uploaded as they are read by field id: a column a later load adds is null for the
     rows of earlier files (pyiceberg, and DuckDB's iceberg reader where it can run)."""
-    monkeypatch.setattr(iceberg_store, "AS_IS_BYTES", 1)
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
     store = IcebergStore(LAKE, DATABASE)
     load(
         store, "L1", [staged(tmp_path / "a.parquet", {COURSES[0]: ["a", "b"]}, "L1")], [COURSES[0]]
@@ -213,7 +206,7 @@ def test_a_column_added_later_is_null_in_the_older_as_is_files(lake, tmp_path, m
 def test_a_staged_file_of_other_types_is_written_again(lake, tmp_path, monkeypatch):
     """A staged file whose types are not the table's (here 32-bit line numbers, nanosecond
     times) is not uploaded as it is: its rows are written again in the table's types."""
-    monkeypatch.setattr(iceberg_store, "AS_IS_BYTES", 1)
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
     store = IcebergStore(LAKE, DATABASE)
     load(store, "L1", [staged(tmp_path / "a.parquet", {COURSES[0]: ["a"]}, "L1")], [COURSES[0]])
     odd = tmp_path / "odd.parquet"

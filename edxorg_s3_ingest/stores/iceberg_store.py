@@ -5,15 +5,16 @@
 - Edx tables are unpartitioned, and their data files follow bytes, not courses. A load's
   staged Parquet files (staged_files.py: a large source file's rows, one course; or a pack of
   small courses' rows, up to SHARED_FILE_BYTES of source files) become its data files as they
-  are, their rows never decoded or encoded again: one of AS_IS_BYTES or more alone, the smaller
-  ones with the same columns joined (their row groups one after the other) into files of up to
-  JOINED_BYTES; each with the table's field ids stamped into its footer (parquet_footer.py).
-  Each file records exact `_course_id` bounds in its metrics. Replacing a course deletes the
-  files that hold only replaced courses and rewrites (copy-on-write) the few that also hold
-  others: their rows copied as they are (load ids included), with the load's small staged
-  files, into files of about TARGET_FILE_BYTES of Arrow data. Tables created partitioned by
-  `identity(_course_id)` (one file per course per load) are moved to this layout by their next
-  load: their old files hold one course each and are deleted whole when it is replaced.
+  are, their rows never decoded or encoded again: a course's file of ALONE_BYTES or more alone,
+  the others with the same columns joined (their row groups one after the other) into files of
+  up to JOINED_BYTES; each with the table's field ids stamped into its footer
+  (parquet_footer.py). Each file records exact `_course_id` bounds in its metrics. Replacing a
+  course deletes the files that hold only replaced courses and rewrites (copy-on-write) the few
+  that also hold others: their rows copied as they are (load ids included), with the load's
+  other staged files, into files of about TARGET_FILE_BYTES of Arrow data. Tables created
+  partitioned by `identity(_course_id)` (one file per course per load) are moved to this layout
+  by their next load: their old files hold one course each and are deleted whole when it is
+  replaced.
 - One load of one table is ONE snapshot: its courses' rows deleted and its new files added
   in a single overwrite, with any new columns added (by name) in the same transaction.
 - Each snapshot of a load carries the load id and the table's incremental state in its summary:
@@ -107,14 +108,14 @@ TARGET_FILE_BYTES = 512 << 20
 """Arrow bytes per data file written again (small staged files, kept rows of rewritten files;
 pyiceberg's measure of a file's size, as its `write.target-file-size-bytes` default): ~60-130
 MB of zstd Parquet for edX rows. Files are written streaming: memory holds one row group."""
-AS_IS_BYTES = 8 << 20
-"""A staged Parquet file this large becomes a data file as it is (no rows decoded or encoded
-again): a large course's file of its own (replacing it rewrites no other course, and replacing
-a small course never rewrites it), or a pack of small courses' rows (staged_files.py: up to
-SHARED_FILE_BYTES of source files each)."""
+ALONE_BYTES = 16 << 20
+"""A course whose staged Parquet file (one course) has this many bytes gets a data file of its
+own, that file as it is: replacing it rewrites no other course, and replacing a small course
+never rewrites it."""
 JOINED_BYTES = 128 << 20
-"""Smaller staged files with the same columns are joined into data files of up to this many
-bytes (row groups copied, not decoded): a load of many mid-sized courses is a few files."""
+"""The other staged files (packs of small courses' rows, smaller courses' own files) with the
+same columns are joined into data files of up to this many bytes (row groups copied, not
+decoded): a load's rows are a few files of a useful size, whatever its courses."""
 COURSE_METRICS = "write.metadata.metrics.column._course_id"
 RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
@@ -723,32 +724,31 @@ class _LoadFiles:
     def files(
         self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
     ) -> Iterator[DataFile]:
-        """The staged files as they are: each of AS_IS_BYTES or more alone (a large course's
-        file of its own, or a pack of small courses' rows: staged_files.py), the smaller ones
+        """The staged files as they are: a large course's (ALONE_BYTES) alone, the others
         joined into files of up to JOINED_BYTES. When the load rewrites files (copy-on-write),
-        its small staged files are written again with the rows those files keep (those of
+        its other staged files are written again with the rows those files keep (those of
         other courses): one file rather than two. So are staged files whose types are not
         the table's."""
         schema = self.metadata.schema()
         staged = [path for path in load.staged if pq.read_metadata(path).num_rows]
         again = [path for path in staged if not fits(path, schema)]
-        large = [p for p in staged if p not in again and p.stat().st_size >= AS_IS_BYTES]
-        small = [path for path in staged if path not in again and path not in large]
+        alone = [path for path in staged if path not in again and _alone(path)]
+        others = [path for path in staged if path not in again and path not in alone]
         if rewritten:
-            again, small = [*again, *small], []
-        for group in [[path] for path in large] + joinable(small, JOINED_BYTES):
+            again, others = [*again, *others], []
+        for group in [[path] for path in alone] + joinable(others, JOINED_BYTES):
             for path in group:
                 _check_courses(path, courses, load)
             name = data_file_name(self.counter, self.commit_uuid)
             yield staged_data_file(self.metadata, self.io, group, name)
         # Written again: a large course's rows in files of their own, the others packed.
-        alone = [path for path in again if _alone(path)]
-        for path in alone:
+        large = [path for path in again if _alone(path)]
+        for path in large:
             yield from self.writer().files(self._rows(_staged_rows(path, courses, load)))
         packed = (
             batch
             for path in again
-            if path not in alone
+            if path not in large
             for batch in _staged_rows(path, courses, load)
         )
         yield from self.writer().files(
@@ -789,8 +789,8 @@ def _check_courses(path: Path, courses: set[str], load: LoadCommit) -> None:
 
 
 def _alone(path: Path) -> bool:
-    """Whether a staged file is one course's, with AS_IS_BYTES or more (Parquet statistics)."""
-    if path.stat().st_size < AS_IS_BYTES:
+    """Whether a staged file is one course's, with ALONE_BYTES or more (Parquet statistics)."""
+    if path.stat().st_size < ALONE_BYTES:
         return False
     metadata = pq.ParquetFile(path).metadata
     index = metadata.schema.names.index("_course_id")
