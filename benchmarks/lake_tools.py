@@ -146,7 +146,10 @@ def clear(endpoint: str) -> dict:
             glue.delete_table(DatabaseName=name, Name=table["Name"])
         glue.delete_database(Name=name)
     removed = 0
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     for bucket in (QA_LAKE, BENCHMARK_LAKE):
+        if bucket not in buckets:  # nothing uploaded yet (--skip-full-load)
+            continue
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:

@@ -533,7 +533,9 @@ def test_store_commits_the_state_with_the_rows_and_refuses_a_moved_table(aws_env
 def test_a_big_load_is_written_in_chunks_within_one_snapshot(aws_env, tmp_path, monkeypatch):
     from edxorg_s3_ingest.stores import iceberg_store
 
-    monkeypatch.setattr(iceberg_store, "TARGET_FILE_BYTES", 1)  # every batch is a file of its own
+    # Every staged file a data file of its own, as it is; written again, every batch one.
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
+    monkeypatch.setattr(iceberg_store, "TARGET_FILE_BYTES", 1)
     store = iceberg_store.IcebergStore("s3://ol-data-lake-raw-qa/edxorg", QA_DATABASE)
     staged = [
         staged_file(tmp_path / f"{n}.parquet", "c1", "L1", [f"row {n}.{i}" for i in range(3)])

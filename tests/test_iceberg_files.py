@@ -10,7 +10,14 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyiceberg
-from pyiceberg.io.pyarrow import ParquetFormatWriter, PyArrowFileIO, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import (
+    ParquetFormatWriter,
+    PyArrowFileIO,
+    _dataframe_to_data_files,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table.metadata import new_table_metadata
@@ -28,6 +35,14 @@ def test_the_private_api_is_the_one_checked():
     assert parameters == ["table_metadata", "df", "io", "write_uuid", "counter"]
     parameters = list(inspect.signature(ParquetFormatWriter).parameters)
     assert parameters == ["output_file", "file_schema", "properties"]
+    # What `add_files` builds a data file's statistics with (staged_data_file).
+    parameters = list(inspect.signature(data_file_statistics_from_parquet_metadata).parameters)
+    assert parameters == ["parquet_metadata", "stats_columns", "parquet_column_mapping"]
+    assert list(inspect.signature(compute_statistics_plan).parameters) == [
+        "schema",
+        "table_properties",
+    ]
+    assert list(inspect.signature(parquet_path_to_id_mapping).parameters) == ["schema"]
 
 
 def table_metadata(location: str, partitioned: bool):

@@ -12,7 +12,7 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.transforms import IdentityTransform
 
-from edxorg_s3_ingest.stores import LoadCommit, iceberg_files, iceberg_store
+from edxorg_s3_ingest.stores import LoadCommit, iceberg_files, iceberg_store, parquet_footer
 from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
 from edxorg_s3_ingest.stores.lake_state import read_lake_state
 from edxorg_s3_ingest.tables import destination_table
@@ -92,6 +92,8 @@ def data_files(lake) -> dict[str, tuple[int, set[str]]]:
 
 
 def test_a_load_of_many_small_courses_is_one_file_with_exact_course_bounds(lake, tmp_path):
+    """Two small packs with the same columns: joined into one data file, which pyiceberg and
+    DuckDB read whole."""
     store = IcebergStore(LAKE, DATABASE)
     packs = [
         staged(
@@ -100,32 +102,177 @@ def test_a_load_of_many_small_courses_is_one_file_with_exact_course_bounds(lake,
         for n, part in enumerate([COURSES[:20], COURSES[20:]])
     ]
     load(store, "L1", packs, COURSES)
-    (only,) = data_files(lake).values()
+    (path, only), *_ = data_files(lake).items()
+    assert len(data_files(lake)) == 1
     assert only == (120, {COURSES[0], COURSES[-1]})
     assert sorted(rows_by_course(lake)) == COURSES
+    # Joined, not written again: both files' row groups as they were, one after the other.
+    with table_of(lake).io.new_input(path).open() as stream:
+        written = stream.read()
+    row_groups = b"".join(
+        pack.read_bytes()[4 : parquet_footer.read_footer(pack)[0]] for pack in packs
+    )
+    assert written.startswith(b"PAR1" + row_groups)
+    columns = ("_course_id", "username", "_source_line")
+    duckdb = duckdb_rows(lake, table_of(lake).metadata_location, columns)
+    if duckdb is not None:
+        pyiceberg = table_of(lake).scan().to_arrow().select(list(columns)).to_pylist()
+        assert sorted(duckdb) == sorted(tuple(row.values()) for row in pyiceberg)
+        assert len(duckdb) == 120
 
 
-def test_files_follow_bytes_and_a_large_course_has_files_of_its_own(lake, tmp_path, monkeypatch):
-    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)  # every one-course staged file is large
-    monkeypatch.setattr(iceberg_store, "TARGET_FILE_BYTES", 1 << 20)
+def test_a_large_course_has_a_data_file_of_its_own_as_it_was_staged(lake, tmp_path, monkeypatch):
+    """A course's staged file of ALONE_BYTES or more is uploaded as it is (the same data
+    pages, the table's field ids in its footer); the packs of the other courses are joined into
+    one file; the large course's file is dropped whole when the course is exported again."""
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 64 << 10)
     store = IcebergStore(LAKE, DATABASE)
-    values = [f"x{i:07d}" * 4 for i in range(200_000)]  # ~2.5 MB per batch of 65,536 rows
+    values = [f"x{i:07d}" * 4 for i in range(200_000)]
     big = staged(tmp_path / "big.parquet", {COURSES[0]: values}, "L1")
-    small = staged(tmp_path / "small.parquet", {c: ["a", "b"] for c in COURSES[1:]}, "L1")
-    load(store, "L1", [big, small], COURSES)
-    files = data_files(lake)
-    mine = [rows for rows, courses in files.values() if courses == {COURSES[0]}]
-    shared = [path for path, (_, courses) in files.items() if courses != {COURSES[0]}]
-    # The large course: several files of about TARGET_FILE_BYTES, none shared.
-    assert len(mine) == 4 and sum(mine) == 200_000
-    assert [files[path][1] for path in shared] == [{COURSES[1], COURSES[-1]}]
+    packs = [
+        staged(
+            tmp_path / f"pack{n}.parquet",
+            {c: [f"u{i:05d}" for i in range(4000)] for c in part},
+            "L1",
+        )
+        for n, part in enumerate([COURSES[1:20], COURSES[20:]])
+    ]
+    assert all(path.stat().st_size >= 64 << 10 for path in [big, *packs])
+    load(store, "L1", [big, *packs], COURSES)
+    table = table_of(lake)
+    ids = {field.name: field.field_id for field in table.schema().fields}
+    files = {task.file.file_path: task.file for task in table.scan().plan_files()}
+    assert sorted(file.record_count for file in files.values()) == [39 * 4000, 200_000]
+    by_rows = {file.record_count: path for path, file in files.items()}
+    for rows, pieces in ((200_000, [big]), (39 * 4000, packs)):
+        with table.io.new_input(by_rows[rows]).open() as stream:
+            written = stream.read()
+        assert files[by_rows[rows]].file_size_in_bytes == len(written)
+        copied = b"".join(p.read_bytes()[4 : parquet_footer.read_footer(p)[0]] for p in pieces)
+        assert written.startswith(b"PAR1" + copied)
+        footer = written[4 + len(copied) : -8]
+        assert parquet_footer.field_ids(footer) == ids
+    assert all(parquet_footer.field_ids(parquet_footer.read_footer(p)[1]) == {} for p in packs)
+    assert data_files(lake)[by_rows[200_000]] == (200_000, {COURSES[0]})
+    assert data_files(lake)[by_rows[39 * 4000]] == (39 * 4000, {COURSES[1], COURSES[-1]})
+    rows = rows_by_course(lake)
+    assert len(rows[COURSES[0]]) == 200_000 and len(rows[COURSES[30]]) == 4000
 
-    # Re-exported, its files (equal bounds: one course) are dropped whole; the others stay.
     again = staged(tmp_path / "again.parquet", {COURSES[0]: ["new"]}, "L2")
     load(store, "L2", [again], [COURSES[0]])
     after = data_files(lake)
-    assert len(after) == 2 and shared[0] in after
+    assert len(after) == 2 and by_rows[39 * 4000] in after
     assert rows_by_course(lake)[COURSES[0]] == [("new", 2, "L2")]
+
+
+def test_a_column_added_later_is_null_in_the_older_as_is_files(lake, tmp_path, monkeypatch):
+    """Files uploaded as they are read by field id: a column a later load adds is null for the
+    rows of earlier files (pyiceberg, and DuckDB's iceberg reader where it can run)."""
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
+    store = IcebergStore(LAKE, DATABASE)
+    load(
+        store, "L1", [staged(tmp_path / "a.parquet", {COURSES[0]: ["a", "b"]}, "L1")], [COURSES[0]]
+    )
+    later = tmp_path / "b.parquet"
+    rows = pa.table(
+        {
+            "email": pa.array(["e@x"], pa.string()),
+            "username": pa.array(["c"], pa.string()),
+            "_source_line": pa.array([2], pa.int64()),
+            "_course_id": pa.array([COURSES[1]], pa.string()),
+            "_dlt_file_path": pa.array(["s3://l/b.tsv"], pa.string()),
+            "_dlt_file_modified": pa.array([0], pa.timestamp("us", tz="UTC")),
+            "_dlt_load_id": pa.array(["L2"], pa.string()),
+        }
+    )
+    pq.write_table(rows, later)
+    base = store.read_state(NAME).version
+    entries = {COURSES[1]: {"columns": ["email", "username"]}}
+    store.commit(LoadCommit(NAME, "L2", [later], entries, {"load": "L2"}, base))
+    assert len(data_files(lake)) == 2
+    expected = [
+        (COURSES[0], "a", None, 2, "L1"),
+        (COURSES[0], "b", None, 3, "L1"),
+        (COURSES[1], "c", "e@x", 2, "L2"),
+    ]
+    read = table_of(lake).scan().to_arrow().to_pylist()
+    columns = ("_course_id", "username", "email", "_source_line", "_dlt_load_id")
+    assert sorted(tuple(row[c] for c in columns) for row in read) == expected
+    duckdb = duckdb_rows(lake, table_of(lake).metadata_location, columns)
+    if duckdb is not None:
+        assert sorted(duckdb) == expected
+
+
+def test_a_staged_file_of_other_types_is_written_again(lake, tmp_path, monkeypatch):
+    """A staged file whose types are not the table's (here 32-bit line numbers, nanosecond
+    times) is not uploaded as it is: its rows are written again in the table's types."""
+    monkeypatch.setattr(iceberg_store, "ALONE_BYTES", 1)
+    store = IcebergStore(LAKE, DATABASE)
+    load(store, "L1", [staged(tmp_path / "a.parquet", {COURSES[0]: ["a"]}, "L1")], [COURSES[0]])
+    odd = tmp_path / "odd.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "username": pa.array(["b"], pa.string()),
+                "_source_line": pa.array([2], pa.int32()),
+                "_course_id": pa.array([COURSES[1]], pa.string()),
+                "_dlt_file_path": pa.array(["s3://l/b.tsv"], pa.string()),
+                "_dlt_file_modified": pa.array([1_000], pa.timestamp("ns", tz="UTC")),
+                "_dlt_load_id": pa.array(["L2"], pa.string()),
+            }
+        ),
+        odd,
+        version="2.6",
+    )
+    load(store, "L2", [odd], [COURSES[1]])
+    table = table_of(lake)
+    (written,) = [f for f in data_files(lake) if COURSES[1] in data_files(lake)[f][1]]
+    with table.io.new_input(written).open() as stream:
+        assert stream.read()[:-8] != odd.read_bytes()[:-8]
+    assert rows_by_course(lake) == {
+        COURSES[0]: [("a", 2, "L1")],
+        COURSES[1]: [("b", 2, "L2")],
+    }
+
+
+DUCKDB_ENV = [
+    "uv",
+    "run",
+    "--offline",
+    "--no-project",
+    "--with",
+    "duckdb==1.4.4",
+    *(f"--with=duckdb-ext-{name}==1.4.4.20260205" for name in ("iceberg", "httpfs", "avro")),
+]
+DUCKDB_READ = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from duckdb_iceberg_read import connect
+connection = connect(sys.argv[2])
+rows = connection.execute(f"SELECT {sys.argv[4]} FROM iceberg_scan('{sys.argv[3]}')").fetchall()
+print(json.dumps(rows))
+"""
+
+
+def duckdb_rows(lake, metadata_location: str, columns) -> list[tuple] | None:
+    """The table's rows as DuckDB 1.4.4's iceberg reader reads them (benchmarks/README: its
+    own environment); None when that environment cannot be built offline here."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("uv") is None:
+        return None
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    command = [*DUCKDB_ENV, "python", "-c", DUCKDB_READ, str(benchmarks), lake.endpoint]
+    done = subprocess.run(
+        [*command, metadata_location, ", ".join(columns)], capture_output=True, text=True
+    )
+    if done.returncode and "duckdb" in done.stderr and "offline" in done.stderr.lower():
+        return None
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [tuple(row) for row in json.loads(done.stdout)]
 
 
 def test_a_re_export_rewrites_only_the_files_holding_its_course(lake, tmp_path, monkeypatch):

@@ -302,7 +302,7 @@ def test_fork_server_starts_while_the_cli_lists(tmp_path, monkeypatch):
         landing.write("MITx-1", b"id\n1\n", 1_700_000_000)
     settings = Settings("dev", str(tmp_path / "landing"), tmp_path / "data", tmp_path / "pipelines")
     started = []
-    monkeypatch.setattr(workers, "start_fork_server", lambda: started.append(True))
+    monkeypatch.setattr(workers, "start_fork_server", lambda env: started.append(env == "dev"))
     runner._unchanged_tables(tables, settings, {})
     assert started == [True]  # never loaded: both must load
     started.clear()

@@ -192,7 +192,7 @@ def _unchanged_tables(
             # other core while this process lists the other tables.
             from edxorg_s3_ingest.running.workers import start_fork_server
 
-            start_fork_server()
+            start_fork_server(settings.environment)
 
         return unchanged_report(table, settings, sizes, must_load if sizes is not None else None)
 

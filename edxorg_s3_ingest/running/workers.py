@@ -51,11 +51,14 @@ WORKER_PRELOAD = [
 """What the fork server imports once (~0.6 s of CPU), so that a worker forked from it starts
 with them imported: what a dev table load needs. Not pandas, which pyarrow imports at a worker's
 first conversion from Python or numpy objects (0.15-0.19 s of CPU in each worker): preloaded,
-it would be paid once, but before any worker could start reading; nor the lake's pyiceberg,
-which qa and production workers import themselves (0.5 s that every dev run would pay).
+it would be paid once, but before any worker could start reading; nor, in dev, the lake's
+pyiceberg (LAKE_PRELOAD).
 Neither `loads` nor `cli`, nor anything that imports them: a worker runs the CLI's main module
 again (as `__mp_main__`, which is what multiprocessing does), and Python warns when that module
 has been imported already."""
+LAKE_PRELOAD = ["edxorg_s3_ingest.stores.iceberg_store", "pyiceberg.io.fsspec", "s3fs"]
+"""... and in qa and production, what the lake's store needs (pyiceberg, s3fs and its
+aiobotocore): ~0.9 s of CPU that each worker otherwise paid again when it first committed."""
 
 
 def load_in_workers(
@@ -82,7 +85,7 @@ def load_in_workers(
     set-up (runtime, plugins, configuration) again, ~0.1 s of CPU, more than a table with
     nothing new costs.
     """
-    context = _worker_context()
+    context = _worker_context(settings.environment)
     waiting = load_order(tables, settings, sizes) if len(tables) > workers else list(tables)
     pool: list[_Worker] = []
     # A core whose worker ended with nothing left to load: a load still under way may take it
@@ -129,12 +132,12 @@ def load_in_workers(
     return reports
 
 
-def start_fork_server() -> None:
+def start_fork_server(environment: str) -> None:
     """Starts the fork server (WORKER_PRELOAD imported there) without waiting for it, before
     the first worker is asked for: its imports overlap what this process does meanwhile."""
     from multiprocessing import forkserver
 
-    _worker_context()
+    _worker_context(environment)
     forkserver.ensure_running()
 
 
@@ -160,7 +163,7 @@ def stop_workers() -> None:
                 stop()
 
 
-def _worker_context():
+def _worker_context(environment: str):
     """The fork server start method, with the loading code preloaded in the server.
 
     - fork would be cheapest (a worker inherits every imported module) but forks this process
@@ -190,7 +193,8 @@ def _worker_context():
     # whole run, 8.9 -> 8.3 s). Read when pyarrow is first imported, in the fork server.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     context = multiprocessing.get_context(WORKER_START_METHOD)
-    context.set_forkserver_preload(WORKER_PRELOAD)
+    lake = LAKE_PRELOAD if environment != "dev" else []
+    context.set_forkserver_preload([*WORKER_PRELOAD, *lake])
     return context
 
 

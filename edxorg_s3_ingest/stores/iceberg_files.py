@@ -9,6 +9,10 @@ so it writes them itself and hands them to that snapshot:
 - `DataFileWriter` (unpartitioned tables, the layout of this store): rows streamed into one
   Parquet file after another, each closed once `target_bytes` of Arrow data went in, so files
   follow bytes and memory stays at one row group, whatever the size of the load.
+- `staged_data_file` (the same tables): a staged Parquet file uploaded as it is (or several
+  small ones with the same columns joined, row group after row group), with the table's field
+  ids stamped into the footer (parquet_footer.py), and registered with the statistics of that
+  footer, as pyiceberg's `add_files` builds them: no rows decoded or encoded again.
 - `data_files` (tables partitioned by the identity of one column: the rejects table, and edX
   tables created before the layout changed): `_dataframe_to_data_files` one partition at a
   time. Its own split filters the whole table once per partition value (rows × values); the
@@ -18,24 +22,134 @@ so it writes them itself and hands them to that snapshot:
 import itertools
 import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     ParquetFormatWriter,
     _dataframe_to_data_files,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
     schema_to_pyarrow,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.schema import sanitize_column_names
+from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
+from pyiceberg.types import LongType, StringType, TimestamptzType
 
+from edxorg_s3_ingest.stores.parquet_footer import (
+    MAGIC,
+    TAIL,
+    columns_of,
+    joined_footer,
+    read_footer,
+    tail,
+    with_field_ids,
+)
+
+COPY_BYTES = 8 << 20
+"""A staged file is uploaded in pieces of this size (memory: one piece, and the FileIO's
+buffer)."""
 ROW_GROUP_BYTES = 32 << 20
 """Arrow bytes gathered before they are written as one row group: readers skip by row group,
 and each write call of pyarrow's ParquetWriter makes at least one."""
+
+
+def data_file_name(counter: itertools.count, commit_uuid: uuid.UUID) -> str:
+    return f"00000-{next(counter)}-{commit_uuid}.parquet"
+
+
+def fits(path: Path, schema: Schema) -> bool:
+    """Whether a staged file's columns are the table's, each of the type its readers expect
+    (string; long; timestamptz in microseconds, UTC): then the file can be a data file as it
+    is. Anything else (a column dlt rewrote with other types, say) is written again."""
+    for field in pq.read_schema(path):
+        try:
+            wanted = schema.find_field(field.name).field_type
+        except ValueError:
+            return False
+        kind = field.type
+        if isinstance(wanted, StringType):
+            ok = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        elif isinstance(wanted, LongType):
+            ok = pa.types.is_int64(kind)
+        elif isinstance(wanted, TimestamptzType):
+            ok = pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz in ("UTC", "+00:00")
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def staged_data_file(metadata: TableMetadata, io: FileIO, paths: list[Path], name: str) -> DataFile:
+    """Staged Parquet files (their columns `fits` the table; several: the same columns, see
+    `joinable`) as ONE data file of the table: their bytes uploaded as they are, one file's row
+    groups after the other's, behind one footer that has the table's field ids."""
+    if metadata.spec().fields:
+        raise ValueError("staged files are data files of unpartitioned tables only")
+    schema = metadata.schema()
+    parts = [read_footer(path) for path in paths]
+    footer = parts[0][1] if len(parts) == 1 else joined_footer(parts)
+    names = pq.read_schema(paths[0]).names
+    footer = with_field_ids(footer, {name: schema.find_field(name).field_id for name in names})
+    location = load_location_provider(metadata.location, metadata.properties).new_data_location(
+        name
+    )
+    with io.new_output(location).create(overwrite=True) as out:
+        out.write(MAGIC)
+        for path, (start, _) in zip(paths, parts, strict=True):
+            _copy(path, len(MAGIC), start, out)
+        out.write(footer + tail(footer))
+    size = len(MAGIC) + sum(start - len(MAGIC) for start, _ in parts) + len(footer) + TAIL
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=pq.read_metadata(pa.BufferReader(MAGIC + footer + tail(footer))),
+        stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=location,
+        file_format=FileFormat.PARQUET,
+        partition=Record(),
+        file_size_in_bytes=size,
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
+
+
+def joinable(paths: list[Path], most_bytes: int) -> list[list[Path]]:
+    """Staged files in groups that `staged_data_file` can join: the same columns, at most
+    `most_bytes` together (a file larger than that alone), in the order given."""
+    groups: dict[bytes, list[list[Path]]] = {}
+    for path in paths:
+        runs = groups.setdefault(columns_of(read_footer(path)[1]), [[]])
+        size = sum(file.stat().st_size for file in runs[-1])
+        if runs[-1] and size + path.stat().st_size > most_bytes:
+            runs.append([])
+        runs[-1].append(path)
+    return [run for runs in groups.values() for run in runs]
+
+
+def _copy(path: Path, start: int, end: int, out) -> None:
+    with path.open("rb") as source:
+        source.seek(start)
+        left = end - start
+        while left:
+            piece = source.read(min(left, COPY_BYTES))
+            if not piece:
+                raise OSError(f"{path} ended before its footer")
+            out.write(piece)
+            left -= len(piece)
 
 
 class DataFileWriter:
@@ -113,7 +227,7 @@ class DataFileWriter:
         if not self._pending:
             return
         if self._file is None:
-            name = f"00000-{next(self.counter)}-{self.commit_uuid}.parquet"
+            name = data_file_name(self.counter, self.commit_uuid)
             path = self._locations.new_data_location(name)
             writer = ParquetFormatWriter(
                 self.io.new_output(path), self.file_schema, self.metadata.properties

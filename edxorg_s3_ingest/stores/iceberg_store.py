@@ -2,14 +2,19 @@
 
 `<lake_url>/<table_name>/` holds each table's data and metadata; the Glue database holds its entry.
 
-- Edx tables are unpartitioned, and their data files follow bytes, not courses: a load writes
-  its rows into files of about TARGET_FILE_BYTES of Arrow data (a course whose staged rows fill
-  ALONE_BYTES or more gets files of its own), with exact `_course_id` bounds in each file's
-  metrics. Replacing a course deletes the files that hold only replaced courses and rewrites
-  (copy-on-write) the few that also hold others, their rows copied as they are (load ids
-  included) into the load's new files. Tables created partitioned by `identity(_course_id)`
-  (one file per course per load) are moved to this layout by their next load: their old files
-  hold one course each and are deleted whole when it is replaced.
+- Edx tables are unpartitioned, and their data files follow bytes, not courses. A load's
+  staged Parquet files (staged_files.py: a large source file's rows, one course; or a pack of
+  small courses' rows, up to SHARED_FILE_BYTES of source files) become its data files as they
+  are, their rows never decoded or encoded again: a course's file of ALONE_BYTES or more alone,
+  the others with the same columns joined (their row groups one after the other) into files of
+  up to JOINED_BYTES; each with the table's field ids stamped into its footer
+  (parquet_footer.py). Each file records exact `_course_id` bounds in its metrics. Replacing a
+  course deletes the files that hold only replaced courses and rewrites (copy-on-write) the few
+  that also hold others: their rows copied as they are (load ids included), with the load's
+  other staged files, into files of about TARGET_FILE_BYTES of Arrow data. Tables created
+  partitioned by `identity(_course_id)` (one file per course per load) are moved to this layout
+  by their next load: their old files hold one course each and are deleted whole when it is
+  replaced.
 - One load of one table is ONE snapshot: its courses' rows deleted and its new files added
   in a single overwrite, with any new columns added (by name) in the same transaction.
 - Each snapshot of a load carries the load id and the table's incremental state in its summary:
@@ -80,7 +85,14 @@ from edxorg_s3_ingest.landing.aws import (
 from edxorg_s3_ingest.reading.lineage import LINEAGE, REJECTS_SCHEMA
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState, damaged
 from edxorg_s3_ingest.stores import LoadCommit
-from edxorg_s3_ingest.stores.iceberg_files import DataFileWriter, data_files
+from edxorg_s3_ingest.stores.iceberg_files import (
+    DataFileWriter,
+    data_file_name,
+    data_files,
+    fits,
+    joinable,
+    staged_data_file,
+)
 from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER, state_location
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
@@ -93,12 +105,17 @@ OPERATION = "edxorg-s3-ingest.operation"
 # The rejects table's rows are written in chunks of about this many Arrow bytes (bounded memory).
 CHUNK_BYTES = 128 << 20
 TARGET_FILE_BYTES = 512 << 20
-"""Arrow bytes per data file of an edX table (pyiceberg's measure of a file's size, as its
-`write.target-file-size-bytes` default): ~60-130 MB of zstd Parquet for edX rows. Files are
-written streaming: memory holds one row group, not one file."""
+"""Arrow bytes per data file written again (small staged files, kept rows of rewritten files;
+pyiceberg's measure of a file's size, as its `write.target-file-size-bytes` default): ~60-130
+MB of zstd Parquet for edX rows. Files are written streaming: memory holds one row group."""
 ALONE_BYTES = 16 << 20
-"""A course whose staged Parquet file (one course) has this many bytes gets data files of its
-own: replacing it rewrites no other course, and replacing a small course never rewrites it."""
+"""A course whose staged Parquet file (one course) has this many bytes gets a data file of its
+own, that file as it is: replacing it rewrites no other course, and replacing a small course
+never rewrites it."""
+JOINED_BYTES = 128 << 20
+"""The other staged files (packs of small courses' rows, smaller courses' own files) with the
+same columns are joined into data files of up to this many bytes (row groups copied, not
+decoded): a load's rows are a few files of a useful size, whatever its courses."""
 COURSE_METRICS = "write.metadata.metrics.column._course_id"
 RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
@@ -707,15 +724,31 @@ class _LoadFiles:
     def files(
         self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
     ) -> Iterator[DataFile]:
-        """The staged rows (a course with ALONE_BYTES of them in files of its own, the others
-        packed together with the rows the `rewritten` files keep: those of other courses)."""
-        alone = [path for path in load.staged if _alone(path)]
-        for path in alone:
+        """The staged files as they are: a large course's (ALONE_BYTES) alone, the others
+        joined into files of up to JOINED_BYTES. When the load rewrites files (copy-on-write),
+        its other staged files are written again with the rows those files keep (those of
+        other courses): one file rather than two. So are staged files whose types are not
+        the table's."""
+        schema = self.metadata.schema()
+        staged = [path for path in load.staged if pq.read_metadata(path).num_rows]
+        again = [path for path in staged if not fits(path, schema)]
+        alone = [path for path in staged if path not in again and _alone(path)]
+        others = [path for path in staged if path not in again and path not in alone]
+        if rewritten:
+            again, others = [*again, *others], []
+        for group in [[path] for path in alone] + joinable(others, JOINED_BYTES):
+            for path in group:
+                _check_courses(path, courses, load)
+            name = data_file_name(self.counter, self.commit_uuid)
+            yield staged_data_file(self.metadata, self.io, group, name)
+        # Written again: a large course's rows in files of their own, the others packed.
+        large = [path for path in again if _alone(path)]
+        for path in large:
             yield from self.writer().files(self._rows(_staged_rows(path, courses, load)))
         packed = (
             batch
-            for path in load.staged
-            if path not in alone
+            for path in again
+            if path not in large
             for batch in _staged_rows(path, courses, load)
         )
         yield from self.writer().files(
@@ -744,6 +777,15 @@ def _staged_rows(path: Path, courses: set[str], load: LoadCommit) -> Iterator[pa
                 f"{load.table_name}: staged rows of {sorted(strays)} not in manifest"
             )
         yield batch
+
+
+def _check_courses(path: Path, courses: set[str], load: LoadCommit) -> None:
+    """Refuses a staged file holding rows of a course the manifest does not replace (they
+    would be added to the course's old rows); reads its `_course_id` column alone."""
+    column = pq.read_table(path, columns=["_course_id"]).column(0)
+    strays = set(pc.unique(column).to_pylist()) - courses
+    if strays:
+        raise RuntimeError(f"{load.table_name}: staged rows of {sorted(strays)} not in manifest")
 
 
 def _alone(path: Path) -> bool:
