@@ -30,10 +30,9 @@ from collections.abc import Iterator
 from contextlib import closing, suppress
 from typing import NamedTuple
 
-import pyarrow as pa
-
 from edxorg_s3_ingest.landing.listing import LandingFile
 from edxorg_s3_ingest.loading.file_rows import FileRead, read_files, scan_files
+from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
 from edxorg_s3_ingest.reading.lineage import Lineage
 from edxorg_s3_ingest.reading.staged_files import Columns, Written, arranged, write_files
 from edxorg_s3_ingest.reading.threads import read_ahead
@@ -274,8 +273,7 @@ def _serve(scratch: str, load_id: str) -> None:
     answers with a Parsed (or the exception), until its input ends."""
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # nothing else lands in the answers' pipe
-    with suppress(NotImplementedError):  # as source.use_lean_memory_pool, without dlt
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    use_lean_memory_pool()
     requests = sys.stdin.buffer
     number = 0
     while True:

@@ -18,25 +18,24 @@ Parquet file to dlt as an imported file (`dlt.mark.with_file_import`: a hard lin
 encoding). A large source file (the MAX_OWN_FILES largest of OWN_FILE_BYTES or more) gets a
 Parquet file of its own: its staged file holds exactly one course, which the store publishes
 as it is (a hard link); the others share files, which the dev store publishes as they are too,
-as packs of courses (parquet_store.py). Arrow allocates from jemalloc (`use_lean_memory_pool`).
+as packs of courses (parquet_store.py). Arrow allocates from jemalloc (memory_pool.py).
 """
 
 import collections
-import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, suppress
+from contextlib import closing
 from typing import NamedTuple
 
 import dlt
-import pyarrow as pa
 
 from edxorg_s3_ingest.landing.fetching import fetch
 from edxorg_s3_ingest.landing.listing import LandingFile, is_local
 from edxorg_s3_ingest.loading.file_rows import read_files, scan_files
+from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
 from edxorg_s3_ingest.loading.parse_helper import HELPER_MIN_BYTES, HelperLane, merged
 from edxorg_s3_ingest.loading.spare_cores import spare_cores
 from edxorg_s3_ingest.loading.table_load import SCRATCH
@@ -82,20 +81,6 @@ SHARED_FILE_BYTES source bytes. Few staged files matter: dlt loads each as a job
 extracted, normalized and loaded, and every job rewrites the whole package state); with 1,000
 jobs on dlt's 20 loader threads, dlt has crashed (SIGSEGV in orjson, 1 run in 5; destination.py
 runs 4 jobs at most at once)."""
-
-
-@functools.cache
-def use_lean_memory_pool() -> None:
-    """Arrow allocates from jemalloc rather than its default mimalloc, where there is one.
-
-    The load's buffers are short-lived and move between threads (parsed on pyarrow's threads,
-    decoded on the read thread, written on the writer's): mimalloc kept more of them for the same
-    CPU (courseware_studentmodule of benchmarks/data/medium: peak RSS 400 MB against 320 MB,
-    with under 40 MB of live Arrow memory). Once per process; process-wide. (Arrow still sets
-    mimalloc up for its own defaults: worker processes get `ARROW_DEFAULT_MEMORY_POOL=jemalloc`
-    in their environment, workers.py.)"""
-    with suppress(NotImplementedError):  # a pyarrow built without jemalloc: its default
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 def scratch_root() -> str | None:

@@ -1,0 +1,56 @@
+"""Arrow's allocator in loading processes (loading/memory_pool.py): in qa and production, memory
+a load frees goes back to the system at once (pods are sized by their peak)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MB = 1 << 20
+PROBE = """
+import json
+from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
+import pyarrow as pa
+
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+use_lean_memory_pool()
+before = resident()
+# Many mid-sized buffers, as a load's parse blocks and columns are (one large one is given back
+# to the system whatever the decay).
+buffers = [pa.allocate_buffer(256 << 10) for _ in range(1024)]
+for buffer in buffers:
+    memoryview(buffer).cast("B")[::4096] = b"x" * 64  # every page touched
+held = resident()
+del buffers, buffer
+print(json.dumps({"pool": pa.default_memory_pool().backend_name, "before": before,
+                  "held": held, "after": resident()}))
+"""
+
+
+def probe(environment: str) -> dict:
+    env = {**os.environ, "DAGSTER_ENVIRONMENT": environment}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("environment", ["qa", "production"])
+def test_a_lake_load_gives_freed_memory_back_at_once(environment):
+    figures = probe(environment)
+    assert figures["pool"] == "jemalloc"
+    assert figures["held"] - figures["before"] > 200 * MB  # the buffer was resident
+    assert figures["after"] - figures["before"] < 32 * MB
+
+
+def test_dev_keeps_arrows_timed_decay():
+    """Faster: freed pages are used again without being faulted in (the speed targets are
+    dev's)."""
+    figures = probe("dev")
+    assert figures["pool"] == "jemalloc"
+    assert figures["after"] - figures["before"] > 64 * MB
