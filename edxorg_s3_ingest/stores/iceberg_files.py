@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from boto3.s3.transfer import TransferConfig
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     ParquetFormatWriter,
@@ -43,6 +44,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, StringType, TimestamptzType
 
+from edxorg_s3_ingest.landing.aws import s3_client, split_s3
 from edxorg_s3_ingest.stores.parquet_footer import (
     MAGIC,
     TAIL,
@@ -54,8 +56,7 @@ from edxorg_s3_ingest.stores.parquet_footer import (
 )
 
 COPY_BYTES = 8 << 20
-"""A staged file is uploaded in pieces of this size (memory: one piece, and the FileIO's
-buffer)."""
+"""A staged file is uploaded in parts of this size."""
 ROW_GROUP_BYTES = 32 << 20
 """Arrow bytes gathered before they are written as one row group: readers skip by row group,
 and each write call of pyarrow's ParquetWriter makes at least one."""
@@ -102,11 +103,10 @@ def staged_data_file(metadata: TableMetadata, io: FileIO, paths: list[Path], nam
     location = load_location_provider(metadata.location, metadata.properties).new_data_location(
         name
     )
-    with io.new_output(location).create(overwrite=True) as out:
-        out.write(MAGIC)
-        for path, (start, _) in zip(paths, parts, strict=True):
-            _copy(path, len(MAGIC), start, out)
-        out.write(footer + tail(footer))
+    pieces = [MAGIC]
+    pieces += [(path, len(MAGIC), start) for path, (start, _) in zip(paths, parts, strict=True)]
+    pieces.append(footer + tail(footer))
+    _upload(_Pieces(pieces), location, io)
     size = len(MAGIC) + sum(start - len(MAGIC) for start, _ in parts) + len(footer) + TAIL
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=pq.read_metadata(pa.BufferReader(MAGIC + footer + tail(footer))),
@@ -140,16 +140,63 @@ def joinable(paths: list[Path], most_bytes: int) -> list[list[Path]]:
     return [run for runs in groups.values() for run in runs]
 
 
-def _copy(path: Path, start: int, end: int, out) -> None:
-    with path.open("rb") as source:
-        source.seek(start)
-        left = end - start
-        while left:
-            piece = source.read(min(left, COPY_BYTES))
-            if not piece:
-                raise OSError(f"{path} ended before its footer")
+UPLOAD = TransferConfig(
+    multipart_threshold=COPY_BYTES, multipart_chunksize=COPY_BYTES, max_concurrency=4
+)
+"""A data file goes to S3 in parts of COPY_BYTES, four at a time: memory holds at most four
+parts (the FileIO's s3fs buffered 50 MB blocks, one upload at a time)."""
+
+
+def _upload(data: "_Pieces", location: str, io: FileIO) -> None:
+    """The bytes of `data` as the object `location`: with boto3's managed transfer on S3 (the
+    process's client: landing/aws.py), through the table's FileIO elsewhere."""
+    if location.startswith(("s3://", "s3a://")):
+        bucket, key = split_s3(location)
+        s3_client().upload_fileobj(data, bucket, key, Config=UPLOAD)
+        return
+    with io.new_output(location).create(overwrite=True) as out:
+        while piece := data.read(COPY_BYTES):
             out.write(piece)
-            left -= len(piece)
+
+
+class _Pieces:
+    """A readable stream of bytes and byte ranges of local files, one after the other."""
+
+    def __init__(self, pieces: list[bytes | tuple[Path, int, int]]) -> None:
+        self.pieces = list(reversed(pieces))
+        self.current = None  # (open file, bytes left) or bytes
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            want = -1 if size < 0 else size - len(out)
+            if self.current is None:
+                if not self.pieces:
+                    break
+                piece = self.pieces.pop()
+                if isinstance(piece, bytes):
+                    self.current = piece
+                else:
+                    path, start, end = piece
+                    source = path.open("rb")
+                    source.seek(start)
+                    self.current = (source, end - start)
+            if isinstance(self.current, bytes):
+                taken = self.current if want < 0 else self.current[:want]
+                self.current = self.current[len(taken) :] or None
+            else:
+                source, left = self.current
+                taken = source.read(left if want < 0 else min(left, want))
+                if not taken and left:
+                    source.close()
+                    raise OSError(f"{source.name} ended before its footer")
+                left -= len(taken)
+                self.current = (source, left)
+                if not left:
+                    source.close()
+                    self.current = None
+            out += taken
+        return bytes(out)
 
 
 class DataFileWriter:
