@@ -10,7 +10,7 @@ import pytest
 
 MB = 1 << 20
 PROBE = """
-import json
+import json, os
 from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
 import pyarrow as pa
 
@@ -28,12 +28,15 @@ for buffer in buffers:
 held = resident()
 del buffers, buffer
 print(json.dumps({"pool": pa.default_memory_pool().backend_name, "before": before,
+                  "arenas": os.environ.get("MALLOC_ARENA_MAX"),
                   "held": held, "after": resident()}))
 """
 
 
 def probe(environment: str) -> dict:
     env = {**os.environ, "DAGSTER_ENVIRONMENT": environment}
+    env.pop("MALLOC_ARENA_MAX", None)
+    env.pop("JE_ARROW_MALLOC_CONF", None)
     out = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
     ).stdout
@@ -46,6 +49,7 @@ def test_a_lake_load_gives_freed_memory_back_at_once(environment):
     assert figures["pool"] == "jemalloc"
     assert figures["held"] - figures["before"] > 200 * MB  # the buffer was resident
     assert figures["after"] - figures["before"] < 32 * MB
+    assert figures["arenas"] == "1"  # for the processes it starts (workers, helpers)
 
 
 def test_dev_keeps_arrows_timed_decay():

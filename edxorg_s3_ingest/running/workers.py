@@ -185,10 +185,11 @@ def _worker_context(environment: str):
     """
     # glibc gives each thread that allocates an arena of its own (up to 8 per core), which the
     # reader's threads fill and never hand back: two arenas hold a worker ~50 MB lower at the
-    # same speed. Read when the fork server starts, so set before; a user's value wins.
+    # same speed. Read when the fork server starts, so set before; a user's value wins (and in
+    # qa and production the package's own, 1: loading/memory_pool.py).
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     # Arrow's own default pool (mimalloc), which some of its allocations still use beside
-    # source.use_lean_memory_pool's jemalloc, held the most memory and cost the most system
+    # memory_pool.use_lean_memory_pool's jemalloc, held the most memory and cost the most system
     # time: jemalloc for all (benchmarks/data/medium, 2 workers: peak 594 -> 535 MB for the
     # whole run, 8.9 -> 8.3 s). Read when pyarrow is first imported, in the fork server.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
