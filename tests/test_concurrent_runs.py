@@ -28,39 +28,24 @@ from moto_server import (
     upload_sample,
 )
 from oracle import canonical
-from test_crash import Case, Pause, build_landing, expected, re_export
+from pausing import Pause
+from test_crash import Case, build_landing, expected, re_export
 from test_iceberg import expected_rows
 
 
 def overlapping(first: list[str], second: list[str], env: dict, pause: Pause, tmp_path):
     """Runs `first` stopped at the pause point, `second` to its end, then lets `first` go on;
     returns both reports and the first run's stderr."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", *first],
-        cwd=REPO,
-        env={**env, **pause.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        pause.wait(process)
-        other = subprocess.run(
-            [sys.executable, "-m", "edxorg_s3_ingest.loads", *second],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        pause.resume()
-        out, err = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    def run_second() -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "edxorg_s3_ingest.loads", *second]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+
+    paused = pause.run_cli(first, env, run_second)
+    other = paused.meanwhile
     assert other.returncode == 0, other.stderr
-    assert process.returncode == 0, err
-    return json.loads(out), json.loads(other.stdout), err
+    assert paused.returncode == 0, paused.stderr
+    return json.loads(paused.stdout), json.loads(other.stdout), paused.stderr
 
 
 def assert_lost_the_race(report: dict, table: str, stderr: str) -> None:

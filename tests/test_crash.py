@@ -15,7 +15,6 @@ state is the store's, and nothing of the working area is needed.
 import inspect
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from conftest import REPO, run_cli, run_json
 from landing import Landing
 from oracle import canonical, table_rows
+from pausing import Pause
 
 TABLE = "teams"
 NAME = destination_table(TABLE)
@@ -450,70 +450,19 @@ def test_run_fails_cleanly_while_another_holds_the_table(loaded, tmp_path):
     assert case.capture() == expected(land, rejects)
 
 
-def read_line(fifo: str, process: subprocess.Popen) -> str:
-    """A line from a FIFO, or a failure if `process` ends first (no waiting on time)."""
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        data = b""
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if ready:
-                chunk = os.read(fd, 100)
-                data += chunk
-                if chunk:
-                    continue
-            if process.poll() is not None:
-                raise AssertionError(f"run ended (exit {process.returncode}) before pausing")
-        return data.decode().strip()
-    finally:
-        os.close(fd)
-
-
-class Pause:
-    """A run stopped at a point and let go on (`EDXORG_S3_INGEST_PAUSE_AT`, crashpoints.py):
-    the two FIFOs in `folder`, the environment variable that names them, no waiting on time."""
-
-    def __init__(self, folder: Path, point: str) -> None:
-        folder.mkdir()
-        os.mkfifo(folder / "paused")
-        os.mkfifo(folder / "resume")
-        self.folder = folder
-        self.env = {"EDXORG_S3_INGEST_PAUSE_AT": f"{point}:{folder}"}
-
-    def wait(self, process: subprocess.Popen) -> str:
-        """What the paused process wrote (its pid), once it has paused."""
-        return read_line(str(self.folder / "paused"), process)
-
-    def resume(self) -> None:
-        with open(self.folder / "resume", "w") as resume:
-            resume.write("go\n")
-
-
 def test_two_overlapping_runs_of_a_table(loaded, tmp_path):
     """Run A pauses mid-load (holding the table); run B starts, fails at once naming the table
     and A; A then finishes and the table is exactly right."""
     land, base, rejects = loaded
     case = fresh(base, tmp_path)
     pause = Pause(tmp_path / "fifos", "store.written:1")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", *case.args()],
-        cwd=REPO,
-        env={**os.environ, **FAST, **pause.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert pause.wait(first) == str(first.pid)
-        second = run_cli(*case.args(), check=False)
-        pause.resume()
-        out, err = first.communicate(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    env = {**os.environ, **FAST}
+    first = pause.run_cli(case.args(), env, lambda: run_cli(*case.args(), check=False))
+    second = first.meanwhile
+    assert first.paused_pid == str(first.pid)
     assert second.returncode == 1
     error = json.loads(second.stdout)["tables"][TABLE]["error"]
     assert f"teams is being loaded by another run (pid {first.pid}" in error
-    assert first.returncode == 0, err
-    assert json.loads(out)["tables"][TABLE]["files_loaded"] == 4
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["tables"][TABLE]["files_loaded"] == 4
     assert case.capture() == expected(land, rejects)

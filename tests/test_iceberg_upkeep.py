@@ -9,8 +9,6 @@ nothing.
 import gzip
 import inspect
 import json
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +26,7 @@ from edxorg_s3_ingest.crashpoints import CRASH_ENV
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.tables import destination_table
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 from moto_server import (
     BUCKET_URL,
     moto,  # noqa: F401 - the module's moto server fixture
@@ -38,7 +36,7 @@ from moto_server import (
     upload_sample,
     use_in_this_process,
 )
-from test_crash import Pause
+from pausing import Pause
 from test_iceberg import DEMO, FALL, assert_rows_equal, current_content, expected_rows
 
 pytestmark = pytest.mark.slow
@@ -373,26 +371,16 @@ def test_a_load_racing_with_upkeep_plans_again_and_stays_exact(aws_env, tmp_path
     upload(s3, "auth_user", DEMO, b"\n".join(lines[:2] + lines[3:]))
 
     pause = Pause(tmp_path / "fifos", "iceberg.state_written:1")
-    load = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--json"]
-        + ["--pipelines-dir", str(tmp_path / "p1")],
-        cwd=REPO,
-        env={**env, **pause.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    load = pause.run_cli(
+        [*args, "--json", "--pipelines-dir", str(tmp_path / "p1")],
+        env,
+        lambda: upkeep_table(store(), name, UpkeepPolicy()),
     )
-    try:
-        assert pause.wait(load) == str(load.pid)
-        report = upkeep_table(store(), name, UpkeepPolicy())
-        pause.resume()
-        out, err = load.communicate(timeout=300)
-    finally:
-        if load.poll() is None:
-            load.kill()
+    report = load.meanwhile
+    assert load.paused_pid == str(load.pid)
     assert report.files_compacted == 3  # the other course's file and the two halves of FALL's
-    assert load.returncode == 0, err[-3000:]
-    loaded = json.loads(out)["tables"]["auth_user"]
+    assert load.returncode == 0, load.stderr[-3000:]
+    loaded = json.loads(load.stdout)["tables"]["auth_user"]
     assert (loaded["replans"], loaded["files_loaded"]) == (1, 1)
     rows = aws_env.catalog().load_table((QA_DATABASE, name)).scan().to_arrow().to_pylist()
     assert_rows_equal(rows, expected_rows(s3, "auth_user"), modified=False)
@@ -410,36 +398,26 @@ def test_upkeep_racing_with_a_load_plans_again_from_the_loads_snapshot(aws_env, 
     name = destination_table("teams")
     small_loads(aws_env, name, 4)
     pause = Pause(tmp_path / "fifos", "upkeep.before_commit:1")
-    upkeep = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", "--upkeep", "--tables", "teams", "--json"],
-        cwd=REPO,
-        env={
-            **aws_env.env(DAGSTER_ENVIRONMENT="qa"),
-            **pause.env,
-            "EDXORG_S3_INGEST_UPKEEP_MAX_MANIFESTS": "100",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert pause.wait(upkeep) == str(upkeep.pid)
+    env = {**aws_env.env(DAGSTER_ENVIRONMENT="qa"), "EDXORG_S3_INGEST_UPKEEP_MAX_MANIFESTS": "100"}
+    key = f"edxorg/_edxorg_s3_ingest_state/{name}/L4.json.gz"
+    state = {"loads": {"course-4": "L4"}}
+    marker = {LOAD_ID: "L4", STATE: f"s3://{LAKE_BUCKET}/{key}"}
+
+    def load_meanwhile() -> dict:
+        """A load's commit while the upkeep is paused; the summary the upkeep planned from."""
         table = aws_env.catalog().load_table((QA_DATABASE, name))
         loaded = table.current_snapshot().summary
-        key = f"edxorg/_edxorg_s3_ingest_state/{name}/L4.json.gz"
-        state = {"loads": {"course-4": "L4"}}
         aws_env.client("s3").put_object(
             Bucket=LAKE_BUCKET, Key=key, Body=gzip.compress(json.dumps(state).encode())
         )
-        marker = {LOAD_ID: "L4", STATE: f"s3://{LAKE_BUCKET}/{key}"}
         table.append(pa.Table.from_pylist(_rows_of_load(4), schema=COLUMNS), marker)
-        pause.resume()
-        out, err = upkeep.communicate(timeout=300)
-    finally:
-        if upkeep.poll() is None:
-            upkeep.kill()
-    assert upkeep.returncode == 0, err[-3000:]
-    report = json.loads(out)
+        return loaded
+
+    upkeep = pause.run_cli(["--upkeep", "--tables", "teams", "--json"], env, load_meanwhile)
+    loaded = upkeep.meanwhile
+    assert upkeep.paused_pid == str(upkeep.pid)
+    assert upkeep.returncode == 0, upkeep.stderr[-3000:]
+    report = json.loads(upkeep.stdout)
     assert (report["replans"], report["files_compacted"]) == (1, 5)
     expected = counted([row for n in range(5) for row in _rows_of_load(n)])
     assert lake_rows(aws_env, name) == expected

@@ -26,8 +26,8 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, TABLES, destination_table
 from conftest import REPO, SMALL, run_cli, run_probed
 from landing import Landing
 from oracle import canonical, table_rows
+from pausing import Pause
 from terminal import Screen
-from test_crash import Pause
 
 SAMPLE_TABLES = sorted(path.name for path in (SMALL / "db_table").iterdir())
 # A few sample tables, one of which (teams) gets an export with a ragged line: the only table
@@ -182,27 +182,13 @@ def test_worker_log_records_reach_stderr(tmp_path):
     (gone,) = landing.folder("MITx-ragged-2026").iterdir()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "", **pause.env}
     args = ("--bucket-url", str(tmp_path / "landing"), "--tables", "teams,validate")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--workers", "2", "--json"]
-        + list(folders(tmp_path / "run")),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        pause.wait(process)
-        gone.unlink()
-        pause.resume()
-        out, err = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
+    run = [*args, "--workers", "2", "--json", *folders(tmp_path / "run")]
+    paused = pause.run_cli(run, env, gone.unlink)
+    assert paused.returncode == 0, paused.stderr
+    err = paused.stderr
     assert f"teams: LandingChangedError: {gone} was listed but is gone" in err
     assert "planning the table again" in err
-    report = json.loads(out)["tables"]["teams"]
+    report = json.loads(paused.stdout)["tables"]["teams"]
     assert report["status"] == "loaded" and report["rows_rejected"] == 0
     assert report["files_seen"] == len(list((SMALL / "db_table" / "teams" / "prod").iterdir()))
 
