@@ -4,6 +4,7 @@ importing pyarrow, and a parse helper without importing dlt."""
 
 import functools
 import os
+import sys
 from contextlib import suppress
 
 JEMALLOC_SETTINGS = "JE_ARROW_MALLOC_CONF"
@@ -43,3 +44,24 @@ def use_lean_memory_pool() -> None:
 
     with suppress(NotImplementedError):  # a pyarrow built without jemalloc: its default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
+@functools.cache
+def leave_pandas_out() -> None:
+    """pandas stays unimported in a process that reads and writes rows: the loader uses Arrow
+    only, but pyarrow imports pandas, where it is installed, the first time it converts any
+    Python or numpy value (`pa.array`, `pa.scalar`: it checks whether the value is a pandas
+    object), ~0.2 s of CPU and ~40 MB in each worker, parse helper and Dagster step process.
+    A finder first on `sys.meta_path` answers "no such module" for pandas: pyarrow's check then
+    says "no pandas" at once, and dlt, which looks pandas up in `sys.modules`, sees none.
+    (A None entry in `sys.modules` would not do: pyarrow's compiled import takes the None for
+    the module.) Where pandas was imported already, nothing changes."""
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas)
+
+
+class _NoPandas:
+    @staticmethod
+    def find_spec(name: str, path=None, target=None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name} is left out of a loading process", name=name)

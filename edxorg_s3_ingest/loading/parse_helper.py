@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 from edxorg_s3_ingest.landing.listing import LandingFile
 from edxorg_s3_ingest.loading.file_rows import FileRead, read_files, scan_files
-from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
+from edxorg_s3_ingest.loading.memory_pool import leave_pandas_out, use_lean_memory_pool
 from edxorg_s3_ingest.reading.lineage import Lineage
 from edxorg_s3_ingest.reading.staged_files import Columns, Written, arranged, write_files
 from edxorg_s3_ingest.reading.threads import read_ahead
@@ -274,6 +274,7 @@ def _serve(scratch: str, load_id: str) -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # nothing else lands in the answers' pipe
     use_lean_memory_pool()
+    leave_pandas_out()
     requests = sys.stdin.buffer
     number = 0
     while True:

@@ -35,7 +35,7 @@ import dlt
 from edxorg_s3_ingest.landing.fetching import fetch
 from edxorg_s3_ingest.landing.listing import LandingFile, is_local
 from edxorg_s3_ingest.loading.file_rows import read_files, scan_files
-from edxorg_s3_ingest.loading.memory_pool import use_lean_memory_pool
+from edxorg_s3_ingest.loading.memory_pool import leave_pandas_out, use_lean_memory_pool
 from edxorg_s3_ingest.loading.parse_helper import HELPER_MIN_BYTES, HelperLane, merged
 from edxorg_s3_ingest.loading.spare_cores import spare_cores
 from edxorg_s3_ingest.loading.table_load import SCRATCH
@@ -103,6 +103,7 @@ def read_table(table: str, work: Work, report: TableReport) -> Iterator:
     """The body of one table's resource: the files its plan reads (table_load.py planned it
     from one listing and the table's state in the store)."""
     use_lean_memory_pool()
+    leave_pandas_out()
     if not work.listing.files:
         return
     state, to_read = work.state, work.plan.to_read

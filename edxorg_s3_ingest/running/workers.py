@@ -49,10 +49,8 @@ WORKER_PRELOAD = [
     "fsspec.implementations.local",
 ]
 """What the fork server imports once (~0.6 s of CPU), so that a worker forked from it starts
-with them imported: what a dev table load needs. Not pandas, which pyarrow imports at a worker's
-first conversion from Python or numpy objects (0.15-0.19 s of CPU in each worker): preloaded,
-it would be paid once, but before any worker could start reading; nor, in dev, the lake's
-pyiceberg (LAKE_PRELOAD).
+with them imported: what a dev table load needs. Not pandas, which loads leave out
+(memory_pool.leave_pandas_out); nor, in dev, the lake's pyiceberg (LAKE_PRELOAD).
 Neither `loads` nor `cli`, nor anything that imports them: a worker runs the CLI's main module
 again (as `__mp_main__`, which is what multiprocessing does), and Python warns when that module
 has been imported already."""
