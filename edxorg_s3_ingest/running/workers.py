@@ -32,31 +32,11 @@ PROGRESS_INTERVAL = 0.25
 """Seconds between two progress messages of a worker (at most 4 a second, only on change)."""
 WORKER_START_METHOD = "forkserver"
 """How worker processes start (see `_worker_context`)."""
-WORKER_PRELOAD = [
-    "edxorg_s3_ingest.running.runner",
-    "edxorg_s3_ingest.running.workers",
-    "edxorg_s3_ingest.loading.source",
-    "edxorg_s3_ingest.loading.destination",
-    "edxorg_s3_ingest.stores.parquet_store",
-    "edxorg_s3_ingest.stores",
-    "dlt.pipeline.pipeline",
-    "dlt.normalize",
-    "dlt.load",
-    "dlt.common.configuration.plugins",
-    "dlt.common.libs.pyarrow",
-    "dlt.common.normalizers.naming.direct",
-    "dlt.sources.helpers.requests",
-    "fsspec.implementations.local",
-]
-"""What the fork server imports once (~0.6 s of CPU), so that a worker forked from it starts
-with them imported: what a dev table load needs. Not pandas, which loads leave out
-(memory_pool.leave_pandas_out); nor, in dev, the lake's pyiceberg (LAKE_PRELOAD).
-Neither `loads` nor `cli`, nor anything that imports them: a worker runs the CLI's main module
-again (as `__mp_main__`, which is what multiprocessing does), and Python warns when that module
-has been imported already."""
-LAKE_PRELOAD = ["edxorg_s3_ingest.stores.iceberg_store", "pyiceberg.io.fsspec", "s3fs"]
-"""... and in qa and production, what the lake's store needs (pyiceberg, s3fs and its
-aiobotocore): ~0.9 s of CPU that each worker otherwise paid again when it first committed."""
+WORKER_PRELOAD = ["edxorg_s3_ingest.running.preload"]
+"""What the fork server imports once, so that a worker forked from it starts with it imported:
+what a dev table load needs (preload.py)..."""
+LAKE_PRELOAD = ["edxorg_s3_ingest.running.preload_lake"]
+"""... and in qa and production, what the lake's store needs (preload_lake.py)."""
 
 
 def load_in_workers(

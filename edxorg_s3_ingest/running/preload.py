@@ -1,0 +1,55 @@
+"""What a fork server imports before it forks any process: the CLI's workers (workers.py) and
+Dagster's step processes (definitions.step_preload). Imported there, as a preload module, once.
+
+The imports run with Python's cyclic garbage collector paused: the ~160,000 objects they create
+would otherwise trigger a dozen collections, each walking every object created so far (~15% of
+the imports' CPU, measured by tests/../benchmarks/fixed_cost.py's preload: the critical path of a
+run's start). Then they are frozen (`gc.freeze`): moved out of the collector's generations, so
+that the collections of every process forked from the server never walk them, nor write to the
+pages they share with the server.
+"""
+
+import gc
+import importlib
+
+LOADING = [
+    "edxorg_s3_ingest.running.runner",
+    "edxorg_s3_ingest.running.workers",
+    "edxorg_s3_ingest.loading.source",
+    "edxorg_s3_ingest.loading.destination",
+    "edxorg_s3_ingest.stores.parquet_store",
+    "edxorg_s3_ingest.stores",
+    "dlt.pipeline.pipeline",
+    "dlt.normalize",
+    "dlt.load",
+    "dlt.common.configuration.plugins",
+    "dlt.common.libs.pyarrow",
+    "dlt.common.normalizers.naming.direct",
+    "dlt.sources.helpers.requests",
+    "fsspec.implementations.local",
+]
+"""What a dev table load needs (~0.5 s of CPU), so that a worker forked from the server starts
+with it imported. Not pandas, which loads leave out (memory_pool.leave_pandas_out); nor, in
+dev, the lake's pyiceberg (preload_lake.py).
+Neither `loads` nor `cli`, nor anything that imports them: a worker runs the CLI's main module
+again (as `__mp_main__`, which is what multiprocessing does), and Python warns when that module
+has been imported already."""
+
+
+def import_paused(modules: list[str]) -> None:
+    """Imports the modules with the garbage collector paused, then freezes what they made. A
+    module that cannot be imported is skipped, as the fork server itself skips it (the process
+    that needs it meets the error)."""
+    gc.disable()
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                continue
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+import_paused(LOADING)
