@@ -134,7 +134,9 @@ def stop_workers() -> None:
     if pid:
         with suppress(OSError):
             os.kill(pid, signal.SIGTERM)
-    for helper in (server, getattr(resource_tracker, "_resource_tracker", None)):
+    # The tracker first: it exits (on the end of its pipe) while the server dies (~4 ms less
+    # after a run's last table than waiting for one, then the other).
+    for helper in (getattr(resource_tracker, "_resource_tracker", None), server):
         stop = getattr(helper, "_stop", None)
         if stop:
             with suppress(OSError, ChildProcessError):
