@@ -2,12 +2,12 @@
 Dagster's step processes (definitions.step_preload). Imported there, as a preload module, once.
 
 The imports run with Python's cyclic garbage collector paused: the ~160,000 objects they create
-would otherwise set off collections that walk every object created so far (0.55-0.62 s of CPU
-for these imports in a fresh interpreter with it running, 0.43-0.47 s paused: the fork server's
-imports are the critical path of a run's start, benchmarks/README "The fixed cost of a run").
-Then what they made is frozen (`gc.freeze`): moved out of the collector's generations, so that
-the collections of every process forked from the server never walk it, nor write to the memory
-pages it shares with the server.
+would otherwise set off collections that walk every object created so far (~9% of their CPU:
+in a fresh interpreter, medians 0.60 s with it running, 0.55 s paused, on a busy machine; the
+fork server's imports are the critical path of a run's start, benchmarks/README "A lighter
+start"). Then what they made is frozen (`gc.freeze`): moved out of the collector's
+generations, so that the collections of every process forked from the server never walk it,
+nor write to the memory pages it shares with the server.
 """
 
 import gc
