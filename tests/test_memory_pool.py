@@ -102,3 +102,10 @@ def test_pandas_already_imported_stays_usable():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"
+
+
+def test_the_lake_preload_leaves_pandas_out():
+    """The qa fork server imports pyiceberg, whose pyarrow.dataset would import pandas."""
+    probe = "import sys, edxorg_s3_ingest.running.preload_lake; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
