@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from edxorg_s3_ingest.collector import no_collection_at_exit
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.timeline import mark
 
@@ -20,13 +21,10 @@ def multiprocess() -> dg.ExecutorDefinition:
     loader and built these definitions once (step_server.py), as the CLI's workers are: each
     step then starts in well under a second instead of importing dagster, dlt and pyarrow and
     building the definitions again (~4 s of CPU per table)."""
-    preload = step_preload()
-    if runs_here():
-        start_step_server(preload)
     return dg.multiprocess_executor.configured(
         lambda config: {
             "max_concurrent": config["max_concurrent"],
-            "start_method": {"forkserver": {"preload_modules": preload}},
+            "start_method": {"forkserver": {"preload_modules": step_preload()}},
         },
         name="multiprocess",
         config_schema={
@@ -48,33 +46,35 @@ def runs_here() -> bool:
 
 
 def start_step_server(preload: list[str]) -> None:
-    """Starts the step processes' fork server now, while this process is still loading the
-    code location, planning the run and opening the instance (~2 s of CPU before a run starts),
-    rather than when the executor asks for the first step: the server's imports and its
-    definitions (~2 s of CPU) then run on another core, and the first steps start that much
-    sooner. The executor finds it running and forks its steps from it; it ends with this
-    process. Without waiting for it, as the CLI's workers.start_fork_server."""
+    """Starts the step processes' fork server now, before this process builds the definitions,
+    plans the run and opens the run's storage (~1.3 s of CPU before a run starts), rather than
+    when the executor asks for the first step: the server's imports and its definitions
+    (~1.5 s of CPU, the first steps wait for them) then run on another core meanwhile. The
+    executor finds it running and forks its steps from it; it ends with this process. Without
+    waiting for it, as the CLI's workers.start_fork_server."""
     from multiprocessing import forkserver
 
-    # What the executor itself asks the server to import first (dagster's multiprocess.py).
-    modules = ["dagster._core.executor.multiprocess", *preload]
-    multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
     forkserver.ensure_running()
     mark("step-server started")
 
 
 def step_preload() -> list[str]:
-    """What the step processes' fork server imports: the CLI workers' loading code, then the
-    definitions, built there (step_server.py)."""
+    """What the step processes' fork server imports: what the executor itself asks it to import
+    first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code,
+    then the definitions, built there (step_server.py); all with the collector paused
+    (step_server_preamble)."""
     from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
 
-    return [*WORKER_PRELOAD, "edxorg_s3_ingest.step_server"]
+    executor = "dagster._core.executor.multiprocess"
+    server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD]
+    return [*server, "edxorg_s3_ingest.step_server"]
 
 
 def executor() -> dg.ExecutorDefinition:
     """`multiprocess` (the default): a run's table steps run side by side, each in a process of
     its own. `k8s`: each table step is a Kubernetes pod of its own (deploy/README.md)."""
-    name = os.environ.get(EXECUTOR_VARIABLE, "").strip() or "multiprocess"
+    name = executor_name()
     if name == "multiprocess":
         return multiprocess()
     if name == "k8s":
@@ -83,6 +83,10 @@ def executor() -> dg.ExecutorDefinition:
 
         return k8s_job_executor
     raise ConfigurationError(f"{EXECUTOR_VARIABLE}={name!r} is not one of multiprocess, k8s")
+
+
+def executor_name() -> str:
+    return os.environ.get(EXECUTOR_VARIABLE, "").strip() or "multiprocess"
 
 
 @dg.definitions
@@ -97,5 +101,9 @@ def built(environment: frozenset, working_dir: str) -> dg.Definitions:
     code location reloads with a new process): Dagster calls `defs` each time it reconstructs
     the code location from its pointer, six times in one `dagster asset materialize` and again
     in each step process, ~1 s each."""
+    if runs_here():
+        no_collection_at_exit()
+        if executor_name() == "multiprocess":
+            start_step_server(step_preload())
     tables = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(tables, dg.Definitions(executor=executor()))

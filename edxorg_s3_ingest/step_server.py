@@ -13,6 +13,7 @@ DAGSTER_HOME.
 import importlib
 import os
 
+from edxorg_s3_ingest.collector import keep_for_good
 from edxorg_s3_ingest.definitions import defs
 from edxorg_s3_ingest.timeline import mark
 
@@ -44,6 +45,9 @@ def import_instance_modules() -> list[str]:
     return imported
 
 
-defs()
-import_instance_modules()
+try:
+    defs()
+    import_instance_modules()
+finally:
+    keep_for_good()  # the collector, paused since step_server_preamble
 mark("step-server ready")
