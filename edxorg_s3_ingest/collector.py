@@ -9,6 +9,8 @@ process that only built the definitions, ~0.7 s in the process of a run, after i
 
 import atexit
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _at_exit = []
 
@@ -31,3 +33,15 @@ def keep_for_good() -> None:
     objects' pages with it instead of copying them as a collection writes to them."""
     gc.freeze()
     gc.enable()
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """Around what builds objects that live as long as the process (the code location's imports
+    and definitions): no collection meanwhile (they would traverse ever more objects to free
+    next to nothing: ~3% of them are garbage, ~1 MB), then keep_for_good."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        keep_for_good()

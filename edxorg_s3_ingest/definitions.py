@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from edxorg_s3_ingest.collector import no_collection_at_exit
+from edxorg_s3_ingest.collector import no_collection_at_exit, paused
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.timeline import mark
 
@@ -59,6 +59,12 @@ def start_step_server(preload: list[str]) -> None:
     mark("step-server started")
 
 
+STEP_PRELOAD = ["pandas"]
+"""What a step's load imports besides WORKER_PRELOAD (pyarrow imports pandas at its first
+conversion from Python objects, ~0.15 s of CPU): a CLI worker imports it once for all the
+tables it loads, each step process would import it again for its one table."""
+
+
 def step_preload() -> list[str]:
     """What the step processes' fork server imports: what the executor itself asks it to import
     first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code,
@@ -67,7 +73,7 @@ def step_preload() -> list[str]:
     from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
 
     executor = "dagster._core.executor.multiprocess"
-    server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD]
+    server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD, *STEP_PRELOAD]
     return [*server, "edxorg_s3_ingest.step_server"]
 
 
@@ -101,9 +107,16 @@ def built(environment: frozenset, working_dir: str) -> dg.Definitions:
     code location reloads with a new process): Dagster calls `defs` each time it reconstructs
     the code location from its pointer, six times in one `dagster asset materialize` and again
     in each step process, ~1 s each."""
-    if runs_here():
-        no_collection_at_exit()
-        if executor_name() == "multiprocess":
-            start_step_server(step_preload())
+    if not runs_here():
+        return build()
+    no_collection_at_exit()
+    if executor_name() == "multiprocess":
+        start_step_server(step_preload())
+    # Once in the run's process: what it builds lives as long as it does (collector.py).
+    with paused():
+        return build()
+
+
+def build() -> dg.Definitions:
     tables = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(tables, dg.Definitions(executor=executor()))
