@@ -114,7 +114,9 @@ def built(environment: frozenset, working_dir: str) -> dg.Definitions:
         start_step_server(step_preload())
     # Once in the run's process: what it builds lives as long as it does (collector.py).
     with paused():
-        return build()
+        definitions = build()
+    mark("definitions built")
+    return definitions
 
 
 def build() -> dg.Definitions:

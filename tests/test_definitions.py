@@ -95,6 +95,39 @@ def test_every_table_documents_the_upstream_columns_and_has_a_freshness_policy(d
     assert [c.name for c in course.metadata["dagster/column_schema"].columns] == UPSTREAM
 
 
+def test_every_table_is_tagged_and_runs_when_its_exports_land(definitions):
+    """What the component gives each table's spec (component.table_spec, no templates)."""
+    specs = {spec.key: spec for spec in definitions.resolve_all_asset_specs()}
+    for table in TABLES:
+        spec = specs[dg.AssetKey(["edxorg", "tables", table])]
+        assert spec.tags == {"edx_table": table, "dagster/kind/dlt": "", "dagster/kind/parquet": ""}
+        assert spec.automation_condition.get_label() == "upstream_exports_landed"
+
+
+def test_a_loads_translation_still_applies_over_the_table_specs():
+    """A load in defs.yaml may still have a `translation`: it applies over the component's spec."""
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    yaml = (
+        "type: edxorg_s3_ingest.orchestration.component.EdxorgTablesComponent\n"
+        "attributes:\n"
+        "  loads:\n"
+        "    - source: edxorg_s3_ingest.loads.source\n"
+        "      translation:\n"
+        '        group_name: "edx_{{ resource.name[:4] }}"\n'
+    )
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.defs_folder_path / "tables"
+        path.mkdir()
+        (path / "defs.yaml").write_text(yaml)
+        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+            specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    spec = specs[dg.AssetKey(["edxorg", "tables", "auth_user"])]
+    assert spec.group_name == "edx_auth"
+    assert spec.tags["edx_table"] == "auth_user"
+    assert spec.deps[0].asset_key == dg.AssetKey(["edxorg", "raw_data", "db_table", "auth_user"])
+
+
 def test_qa_assets_name_the_glue_table(monkeypatch):
     """In the lake the table a query names is `<glue database>.<table>` (README: The lake)."""
     monkeypatch.setenv("DAGSTER_ENVIRONMENT", "qa")
