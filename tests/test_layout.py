@@ -17,7 +17,7 @@ LAYERS = [
     {"loading"},
     {"running"},
     {"orchestration"},
-    {"cli", "loads", "definitions", "defs", "step_server"},
+    {"cli", "loads", "definitions", "defs", "step_server", "step_server_preamble", "collector"},
 ]
 """From the bottom: the shared basics; the landing zone; reading TSV into Arrow; what a run
 reads (state); where tables live (stores); one table's load; running many (the CLI); Dagster;
