@@ -59,12 +59,6 @@ def start_step_server(preload: list[str]) -> None:
     mark("step-server started")
 
 
-STEP_PRELOAD = ["pandas"]
-"""What a step's load imports besides WORKER_PRELOAD (pyarrow imports pandas at its first
-conversion from Python objects, ~0.15 s of CPU): a CLI worker imports it once for all the
-tables it loads, each step process would import it again for its one table."""
-
-
 def step_preload() -> list[str]:
     """What the step processes' fork server imports: what the executor itself asks it to import
     first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code,
@@ -73,7 +67,7 @@ def step_preload() -> list[str]:
     from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
 
     executor = "dagster._core.executor.multiprocess"
-    server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD, *STEP_PRELOAD]
+    server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD]
     return [*server, "edxorg_s3_ingest.step_server"]
 
 
