@@ -8,22 +8,20 @@ process that only built the definitions, ~0.7 s in the process of a run, after i
 """
 
 import atexit
+import functools
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_at_exit = []
 
-
+@functools.cache
 def no_collection_at_exit() -> None:
     """At exit, once every `atexit` function registered later has run (the run's storage
     closed, logs flushed), moves every object out of the collector's reach, so that the
     interpreter's final collection has nothing to traverse: the process's memory goes back to
     the system with it, and objects in reference cycles, left uncollected, hold nothing that
-    a process ending needs to close."""
-    if not _at_exit:
-        atexit.register(gc.freeze)
-        _at_exit.append(True)
+    a process ending needs to close. Registered once, however often it is called."""
+    atexit.register(gc.freeze)
 
 
 def keep_for_good() -> None:

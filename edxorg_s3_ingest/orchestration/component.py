@@ -131,18 +131,20 @@ class TableLoads(dg.Resolvable):
 class EdxorgTablesComponent(DltLoadCollectionComponent):
     """Adds to the stock component: an op per table, a concurrency pool, op tags per table, the
     table checks, the lake's upkeep job and schedule, and each table's asset spec made here
-    (`table_spec`) rather than by translation templates, which jinja compiled again for each of
-    the 44 tables in every process that loads the code location (~0.08 s of CPU; a run pays it
-    twice before its first step: in its own process and in the step server). A load's
-    `translation`, if given, still applies over it."""
+    (`table_spec`) rather than by translation templates, which jinja compiled and dagster
+    resolved again for each of the 44 tables in every process that loads the code location
+    (~0.15 s of CPU; a run pays it twice before its first step: in its own process and in the
+    step server). A load's `translation`, if given, still applies over it, with
+    `upstream_exports_landed` and `time_window` in its template scope."""
 
     loads: Sequence[TableLoads]
     group_name: str = "ingestion"
     """The table assets' group."""
     freshness_warn_hours: float | None = None
-    """Hours since a table's last load before the UI shows it late (warn)..."""
+    """Hours since a table's last load before the UI shows it late (warn)."""
     freshness_fail_hours: float | None = None
-    """... and stale (fail); no freshness policy without it."""
+    """Hours since a table's last load before the UI shows it stale (fail); without it the
+    tables have no freshness policy."""
     pool: str | None = None
     """Dagster concurrency pool of the table loads; its limit is set on the instance."""
     op_tags: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,9 +159,10 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if unknown := sorted(set(self.op_tags) - set(TABLES)):
             raise ValueError(f"op_tags name tables that do not exist: {', '.join(unknown)}")
-        shared = self.shared_spec_attributes()
+        settings = Settings.resolve()
+        shared = self.shared_spec_attributes(settings)
         assets = [
-            self.table_asset(resource.name, self.table_spec(resource, load, shared))
+            self.table_asset(resource.name, self.table_spec(resource, load, shared, settings))
             for load in self.loads
             for resource in load.source.selected_resources.values()
         ]
@@ -172,29 +175,28 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             schedules=[upkeep_schedule(upkeep, self.upkeep_cron)],
         )
 
-    def shared_spec_attributes(self) -> dict[str, Any]:
+    def shared_spec_attributes(self, settings: Settings) -> dict[str, Any]:
         """What every table's asset spec has alike, made once (`table_spec`)."""
         freshness = None
         if self.freshness_fail_hours is not None:
             freshness = time_window(self.freshness_fail_hours, self.freshness_warn_hours)
-        settings = Settings.resolve()
         return {
             "group_name": self.group_name,
             # Runs the table when any upstream partition lands (the automation sensor).
             "automation_condition": upstream_exports_landed(),
             "freshness_policy": freshness,
             "kinds": {"dlt", STORAGE_KIND[settings.environment]},
-            "settings": settings,
         }
 
-    def table_spec(self, resource, load: TableLoads, shared: dict[str, Any]) -> dg.AssetSpec:
+    def table_spec(
+        self, resource, load: TableLoads, shared: dict[str, Any], settings: Settings
+    ) -> dg.AssetSpec:
         """A table's asset `edxorg/tables/<table>`, downstream of its landing folder's asset
         `edxorg/raw_data/db_table/<table>` (explicit: the stock translator would add a phantom
         `edxorg_s3_<table>` dep), tagged `edx_table: <table>`; then the load's `translation`,
         if any."""
         table = resource.name
         data = DltResourceTranslatorData(resource=resource, pipeline=None)
-        settings = shared["settings"]
         stock = super().get_asset_spec(data)
         metadata = {
             **stock.metadata,
@@ -207,7 +209,7 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             description=describe_table(table),
             metadata=metadata,
             tags={"edx_table": table},
-            **{name: value for name, value in shared.items() if name != "settings"},
+            **shared,
         )
         return load.translation(spec, data) if load.translation else spec
 
