@@ -61,9 +61,9 @@ def start_step_server(preload: list[str]) -> None:
 
 def step_preload() -> list[str]:
     """What the step processes' fork server imports: what the executor itself asks it to import
-    first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code,
-    then the definitions, built there (step_server.py); all with the collector paused
-    (step_server_preamble)."""
+    first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code
+    (running/preload.py), then the definitions, built there (step_server.py); all with the
+    collector paused (step_server_preamble, preload.py, step_server.py)."""
     from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
 
     executor = "dagster._core.executor.multiprocess"

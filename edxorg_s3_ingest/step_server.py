@@ -13,7 +13,7 @@ DAGSTER_HOME.
 import importlib
 import os
 
-from edxorg_s3_ingest.collector import keep_for_good
+from edxorg_s3_ingest.collector import paused
 from edxorg_s3_ingest.definitions import defs
 from edxorg_s3_ingest.timeline import mark
 
@@ -45,9 +45,8 @@ def import_instance_modules() -> list[str]:
     return imported
 
 
-try:
+# As running/preload.py's imports: the collector paused, then what was built frozen.
+with paused():
     defs()
     import_instance_modules()
-finally:
-    keep_for_good()  # the collector, paused since step_server_preamble
 mark("step-server ready")
