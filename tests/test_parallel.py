@@ -409,3 +409,26 @@ def test_help_and_readme_document_workers_alike():
     assert "the number of CPUs" in flat and "1 loads them one after the other" in flat
     assert flat in " ".join(section.split())
     assert "[--workers N]" in section
+
+
+def test_a_run_whose_stderr_reader_goes_away_still_loads_every_table(tmp_path):
+    """`edxorg-s3-ingest 2>&1 | head -1`: once the pipe's reader has gone, the next table's line
+    cannot be written. The run goes on quietly and loads every table (it ended with a broken
+    pipe mid-run, and could wait forever for a worker that outlived its SIGTERM)."""
+    command = [sys.executable, "-m", "edxorg_s3_ingest.loads", "--bucket-url", str(SMALL)]
+    tables = ("--tables", ",".join(SAMPLE_TABLES))
+    command += [*tables, *folders(tmp_path), "--workers", "2"]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = process.stderr.readline()
+        process.stderr.close()
+        assert process.wait(timeout=300) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert first.startswith(f"[1/{len(SAMPLE_TABLES)}] ")
+    again = run_report(*tables, *folders(tmp_path))
+    assert sorted(again["tables"]) == SAMPLE_TABLES
+    assert {table["status"] for table in again["tables"].values()} == {"unchanged"}

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import threading
+from contextlib import suppress
 from typing import TextIO
 
 from edxorg_s3_ingest.landing.aws import s3_retry_note
@@ -57,6 +58,8 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._draw_loop, daemon=True)
+        self._gone = False
+        """The stream's reader has gone (`... 2>&1 | head`): nothing more is written."""
 
     def __enter__(self) -> "Progress":
         if self.live:
@@ -69,7 +72,7 @@ class Progress:
             self._thread.join()
             with self._lock:
                 self._clear()
-                self.stream.flush()
+                self._write("")
 
     def begin(self, report: TableReport) -> None:
         with self._lock:
@@ -82,8 +85,7 @@ class Progress:
             self.running.pop(report.table, None)
             self.finished += 1
             self._clear()
-            self.stream.write(f"{self._line(report, self.finished)}\n")
-            self.stream.flush()
+            self._write(f"{self._line(report, self.finished)}\n")
 
     def wait(self, note: str | None) -> None:
         """What the run is waiting for before any table starts (e.g. `S3 not answering ...`),
@@ -95,20 +97,36 @@ class Progress:
         """A worker's log record, handled here as this process's own, above the live line."""
         with self._lock:
             self._clear()
-            self.stream.flush()
+            self._write("")
             logging.getLogger(record.name).handle(record)
 
     def _clear(self) -> None:
         if self.live:
-            self.stream.write("\r\033[K")
+            self._write("\r\033[K")
+
+    def _write(self, text: str) -> None:
+        """Writes and flushes. Once the stream's reader has gone (a closed pipe), the stream is
+        pointed at /dev/null (so are the log records written to it) and the run goes on: its
+        tables still load, and the exit status says how they ended. Raising here instead would
+        end the run with its workers mid-load."""
+        if self._gone:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self._gone = True
+            with suppress(OSError, ValueError):  # a stream without a file: nothing to point
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
 
     def _draw_loop(self) -> None:
         while not self._stop.wait(self.interval):
             with self._lock:
                 text = self._live_text()
                 if text:
-                    self.stream.write(f"\r\033[K{text}")
-                    self.stream.flush()
+                    self._write(f"\r\033[K{text}")
 
     def _live_text(self) -> str:
         running = list(self.running.values())

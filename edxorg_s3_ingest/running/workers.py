@@ -283,9 +283,13 @@ class _Worker:
                 self.channel.send(None)
         elif self.process.is_alive():
             self.process.terminate()
-        self.process.join()
         if self.open:
+            # Before waiting: a worker inside a dlt run may outlive SIGTERM (dlt defers it to a
+            # safe point and the load goes on); with its channel closed it then ends after its
+            # table instead of waiting for another one.
             self.channel.close()
+            self.open = False
+        self.process.join()
 
 
 def _signal_name(number: int) -> str:
