@@ -151,3 +151,14 @@ def test_a_load_that_never_commits_leaves_no_object_and_no_open_upload(
     uploads.close()
     assert open_uploads(lake) == []
     assert objects(lake, "edxorg/") == {}
+
+
+def test_early_uploads_can_be_turned_off(monkeypatch):
+    """EDXORG_S3_INGEST_EARLY_UPLOADS=0: the commit uploads every data file itself."""
+    store = IcebergStore(LAKE, DATABASE)
+    monkeypatch.setenv(iceberg_store.EARLY_UPLOADS_ENV, "0")
+    assert store.early_uploads(NAME) is None
+    monkeypatch.setenv(iceberg_store.EARLY_UPLOADS_ENV, "1")
+    uploads = store.early_uploads(NAME)
+    assert uploads.data_url == f"{LAKE}/{NAME}/data"
+    uploads.close()

@@ -34,6 +34,7 @@ import gzip
 import itertools
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -119,6 +120,8 @@ JOINED_BYTES = 128 << 20
 """The other staged files (packs of small courses' rows, smaller courses' own files) with the
 same columns are joined into data files of up to this many bytes (row groups copied, not
 decoded): a load's rows are a few files of a useful size, whatever its courses."""
+EARLY_UPLOADS_ENV = "EDXORG_S3_INGEST_EARLY_UPLOADS"
+"""`0`: a load's data files are uploaded by its commit, not while it reads (lake_uploads.py)."""
 COURSE_METRICS = "write.metadata.metrics.column._course_id"
 RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
@@ -256,9 +259,12 @@ class IcebergStore:
                 raise damaged(table_name, location, error, snapshot.snapshot_id) from error
             return StoredState(state, snapshot.snapshot_id)
 
-    def early_uploads(self, table_name: str) -> EarlyUploads:
+    def early_uploads(self, table_name: str) -> EarlyUploads | None:
         """The load's data files uploaded as its staged files are written (lake_uploads.py),
-        grouped as `_LoadFiles` groups them."""
+        grouped as `_LoadFiles` groups them; None when EARLY_UPLOADS_ENV is 0 (all uploaded
+        by the commit)."""
+        if os.environ.get(EARLY_UPLOADS_ENV, "").strip() == "0":
+            return None
         return EarlyUploads(f"{self.uri(table_name)}/data", ALONE_BYTES, JOINED_BYTES)
 
     def recover(self, table_name: str) -> None:
