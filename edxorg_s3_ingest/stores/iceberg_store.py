@@ -754,10 +754,11 @@ class _LoadFiles:
         self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
     ) -> Iterator[DataFile]:
         """The staged files as they are: a large course's (ALONE_BYTES) alone, the others
-        joined into files of up to JOINED_BYTES. When the load rewrites files (copy-on-write),
-        its other staged files are written again with the rows those files keep (those of
-        other courses): one file rather than two. So are staged files whose types are not
-        the table's."""
+        joined into files of up to JOINED_BYTES; those uploaded while the load read
+        (lake_uploads.py) as they were uploaded, when they are exactly the staged files. When
+        the load rewrites files (copy-on-write), its other staged files are written again with
+        the rows those files keep (those of other courses): one file rather than two. So are
+        staged files whose types are not the table's."""
         schema = self.metadata.schema()
         staged = [path for path in load.staged if pq.read_metadata(path).num_rows]
         if load.uploads is not None and not rewritten and self._takes(load.uploads):
@@ -767,8 +768,9 @@ class _LoadFiles:
                     raise RuntimeError(
                         f"{load.table_name}: staged rows of {sorted(strays)} not in manifest"
                     )
-                self.used.append(file)
-                yield uploaded_data_file(self.metadata, file, paths)
+                data_file = uploaded_data_file(self.metadata, file, paths)
+                self.used.append(file)  # completed: not to be aborted
+                yield data_file
         again = [path for path in staged if not fits(path, schema)]
         alone = [path for path in staged if path not in again and _alone(path)]
         others = [path for path in staged if path not in again and path not in alone]
