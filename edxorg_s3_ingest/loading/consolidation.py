@@ -13,6 +13,7 @@ store, whatever is left in the local working area.
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlt.common.schema import TTableSchema
 from dlt.common.storages.load_package import load_package_state
@@ -24,14 +25,23 @@ from edxorg_s3_ingest.state.work import Work
 from edxorg_s3_ingest.stores import LoadCommit, TableStore
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 
+if TYPE_CHECKING:
+    from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads
+
 
 class Consolidator:
     """The dlt custom destination's two halves: staging files, then committing the load."""
 
     def __init__(
-        self, store: TableStore, staging_dir: str | os.PathLike, report: TableReport, work: Work
+        self,
+        store: TableStore,
+        staging_dir: str | os.PathLike,
+        report: TableReport,
+        work: Work,
+        uploads: "EarlyUploads | None" = None,
     ):
         self.store = store
+        self.uploads = uploads
         self.staging_dir = Path(staging_dir)
         self.report = report
         self.work = work
@@ -89,6 +99,7 @@ class Consolidator:
                 self.work.state,
                 self.work.stored.version,
                 self.work.full_refresh,
+                self.uploads,
             )
         )
         self.committed = True

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from edxorg_s3_ingest.loading.table_load import TableLoad
     from edxorg_s3_ingest.report import TableReport
     from edxorg_s3_ingest.state.work import Work
+    from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads
 
 
-def table_pipeline(load: TableLoad, work: Work) -> tuple[Pipeline, Consolidator]:
+def table_pipeline(
+    load: TableLoad, work: Work, uploads: EarlyUploads | None = None
+) -> tuple[Pipeline, Consolidator]:
     import dlt
 
     from edxorg_s3_ingest.loading.consolidation import Consolidator
@@ -31,7 +34,7 @@ def table_pipeline(load: TableLoad, work: Work) -> tuple[Pipeline, Consolidator]
     # files dlt would keep under load/loaded/ are a second copy of every load's data.
     dlt.config["load.delete_completed_jobs"] = True
     consolidator = Consolidator(
-        load.store, load.working_dir / STAGING, report=load.report, work=work
+        load.store, load.working_dir / STAGING, report=load.report, work=work, uploads=uploads
     )
     destination = ConsolidatingDestination(consolidator, f"edxorg_{load.settings.environment}")
     pipeline = dlt.pipeline(
@@ -43,7 +46,12 @@ def table_pipeline(load: TableLoad, work: Work) -> tuple[Pipeline, Consolidator]
     return pipeline, consolidator
 
 
-def table_source(table: str, work: Work, report: TableReport):
+def table_source(table: str, work: Work, report: TableReport, uploads: EarlyUploads | None = None):
     from edxorg_s3_ingest.loading.resources import edxorg_s3_source
 
-    return edxorg_s3_source(tables=[table], works={table: work}, reports={table: report})
+    return edxorg_s3_source(
+        tables=[table],
+        works={table: work},
+        reports={table: report},
+        uploads={table: uploads} if uploads is not None else None,
+    )

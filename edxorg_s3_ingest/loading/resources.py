@@ -20,22 +20,27 @@ if TYPE_CHECKING:
     from dlt.extract.resource import DltResource
 
     from edxorg_s3_ingest.state.work import Work
+    from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads
 
 
-def read_table(table: str, work: Work, report: TableReport) -> Iterator:
+def read_table(
+    table: str, work: Work, report: TableReport, uploads: EarlyUploads | None = None
+) -> Iterator:
     """A table's resource body: source.read_table, imported when a load runs it."""
     from edxorg_s3_ingest.loading.source import read_table as read
 
-    yield from read(table, work, report)
+    yield from read(table, work, report, uploads)
 
 
-def table_resource(table: str, work: Work, report: TableReport) -> DltResource:
+def table_resource(
+    table: str, work: Work, report: TableReport, uploads: EarlyUploads | None = None
+) -> DltResource:
     return dlt.resource(
         read_table,
         name=table,
         table_name=destination_table(table),
         write_disposition="append",
-    )(table, work, report)
+    )(table, work, report, uploads)
 
 
 @dlt.source(name="edxorg_s3", max_table_nesting=0)
@@ -43,11 +48,15 @@ def edxorg_s3_source(
     tables: list[str] | None = None,
     works: dict[str, Work] | None = None,
     reports: dict[str, TableReport] | None = None,
+    uploads: dict[str, EarlyUploads] | None = None,
 ) -> list[DltResource]:
     """One resource per edX table, named after the table (SPEC §3), each reading what its
-    table's `Work` plans (table_load.TableLoad plans it)."""
-    works, reports = works or {}, reports or {}
+    table's `Work` plans (table_load.TableLoad plans it); `uploads`: where a table's staged
+    files go as they are written (lake_uploads.py)."""
+    works, reports, uploads = works or {}, reports or {}, uploads or {}
     return [
-        table_resource(table, works.get(table), reports.get(table) or TableReport(table))
+        table_resource(
+            table, works.get(table), reports.get(table) or TableReport(table), uploads.get(table)
+        )
         for table in (tables or TABLES)
     ]

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import dlt
 
@@ -47,6 +47,9 @@ from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.state.work import Work
 from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from edxorg_s3_ingest.timeline import mark
+
+if TYPE_CHECKING:
+    from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads
 
 MANIFEST_KEY = "edxorg_s3_ingest"
 
@@ -99,9 +102,12 @@ def scratch_root() -> str | None:
     return root
 
 
-def read_table(table: str, work: Work, report: TableReport) -> Iterator:
+def read_table(
+    table: str, work: Work, report: TableReport, uploads: "EarlyUploads | None" = None
+) -> Iterator:
     """The body of one table's resource: the files its plan reads (table_load.py planned it
-    from one listing and the table's state in the store)."""
+    from one listing and the table's state in the store); each finished Parquet file is also
+    handed to `uploads`, if any (its store's data files, uploaded while the load reads on)."""
     use_lean_memory_pool()
     leave_pandas_out()
     if not work.listing.files:
@@ -129,6 +135,8 @@ def read_table(table: str, work: Work, report: TableReport) -> Iterator:
         with closing(events):  # the threads end before their scratch folder goes
             for event in events:
                 if isinstance(event, Written):
+                    if uploads is not None and event.rows:
+                        uploads.add(event.path)
                     yield dlt.mark.with_file_import(
                         event.path, "parquet", event.rows, hints=event.schema.empty_table()
                     )

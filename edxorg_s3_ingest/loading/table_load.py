@@ -192,12 +192,19 @@ class TableLoad:
         from edxorg_s3_ingest.loading.pipeline import table_pipeline, table_source
 
         shutil.rmtree(self.working_dir, ignore_errors=True)
-        pipeline, consolidator = table_pipeline(self, work)
-        pipeline.run(table_source(self.table, work, self.report))
-        if not consolidator.committed:
-            # Nothing for dlt to load (e.g. a re-upload of the same content): the new state
-            # alone is committed.
-            consolidator.commit_state(f"{time.time():.6f}")
+        # The lake's data files are uploaded as the load writes them (lake_uploads.py); what
+        # its commit does not use, a failed attempt's say, is aborted.
+        uploads = self.store.early_uploads(self.table_name)
+        try:
+            pipeline, consolidator = table_pipeline(self, work, uploads)
+            pipeline.run(table_source(self.table, work, self.report, uploads))
+            if not consolidator.committed:
+                # Nothing for dlt to load (e.g. a re-upload of the same content): the new
+                # state alone is committed.
+                consolidator.commit_state(f"{time.time():.6f}")
+        finally:
+            if uploads is not None:
+                uploads.close()
         mark(f"committed {self.table}")
 
 

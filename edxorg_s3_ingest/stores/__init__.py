@@ -5,10 +5,13 @@ Both hold the tables AND each table's incremental state (table_state.py), commit
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edxorg_s3_ingest.settings import Settings
 from edxorg_s3_ingest.state.table_state import StateMovedError, StoredState
+
+if TYPE_CHECKING:
+    from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class LoadCommit:
     """What one load commits to its table, at once: each course in `courses` holds exactly its
     rows in `staged` (`full_refresh`: the table holds exactly `staged`), and the table's state
     becomes `state`; only if the table is still at version `base`, the one the load planned
-    from."""
+    from. `uploads`: data files uploaded while the load read, where the store does that."""
 
     table_name: str
     load_id: str
@@ -25,6 +28,7 @@ class LoadCommit:
     state: dict
     base: str | int | None
     full_refresh: bool = False
+    uploads: "EarlyUploads | None" = None
 
     def already_done(self, found: str | int | None, last_load_id: str | None) -> bool:
         """False when the table is at `base` (commit); True when this very load made the
@@ -51,6 +55,10 @@ class TableStore(Protocol):
 
     def recover(self, table_name: str) -> None:
         """Finishes or undoes a commit that a kill interrupted, if the store has such a thing."""
+
+    def early_uploads(self, table_name: str) -> "EarlyUploads | None":
+        """Where a load's staged files go as they are written (`EarlyUploads.add`), to be
+        data files by its commit; None when the store has no use for that."""
 
     def commit(self, load: LoadCommit) -> None:
         """Commits the load, or raises StateMovedError and changes nothing."""

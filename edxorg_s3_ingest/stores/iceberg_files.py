@@ -45,6 +45,7 @@ from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, StringType, TimestamptzType
 
 from edxorg_s3_ingest.landing.aws import s3_client, split_s3
+from edxorg_s3_ingest.stores.lake_uploads import UploadedFile
 from edxorg_s3_ingest.stores.parquet_footer import (
     MAGIC,
     TAIL,
@@ -100,14 +101,35 @@ def staged_data_file(metadata: TableMetadata, io: FileIO, paths: list[Path], nam
     footer = parts[0][1] if len(parts) == 1 else joined_footer(parts)
     names = pq.read_schema(paths[0]).names
     footer = with_field_ids(footer, {name: schema.find_field(name).field_id for name in names})
-    location = load_location_provider(metadata.location, metadata.properties).new_data_location(
-        name
-    )
+    location = data_location(metadata, name)
     pieces = [MAGIC]
     pieces += [(path, len(MAGIC), start) for path, (start, _) in zip(paths, parts, strict=True)]
     pieces.append(footer + tail(footer))
     _upload(_Pieces(pieces), location, io)
     size = len(MAGIC) + sum(start - len(MAGIC) for start, _ in parts) + len(footer) + TAIL
+    return registered(metadata, location, footer, size)
+
+
+def uploaded_data_file(metadata: TableMetadata, file: UploadedFile, paths: list[Path]) -> DataFile:
+    """A data file uploaded while the load read (lake_uploads.py; `paths`: its staged files),
+    finished with the footer that has the table's field ids: the bytes `staged_data_file`
+    uploads for the same files."""
+    schema = metadata.schema()
+    names = pq.read_schema(paths[0]).names
+    footer = with_field_ids(
+        file.footer(), {name: schema.find_field(name).field_id for name in names}
+    )
+    return registered(metadata, file.url, footer, file.finish(footer))
+
+
+def data_location(metadata: TableMetadata, name: str) -> str:
+    return load_location_provider(metadata.location, metadata.properties).new_data_location(name)
+
+
+def registered(metadata: TableMetadata, location: str, footer: bytes, size: int) -> DataFile:
+    """The data file at `location` with `footer`, as the table registers it: the statistics of
+    that footer, as pyiceberg's `add_files` builds them."""
+    schema = metadata.schema()
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=pq.read_metadata(pa.BufferReader(MAGIC + footer + tail(footer))),
         stats_columns=compute_statistics_plan(schema, metadata.properties),

@@ -34,6 +34,7 @@ import gzip
 import itertools
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -89,11 +90,14 @@ from edxorg_s3_ingest.stores.iceberg_files import (
     DataFileWriter,
     data_file_name,
     data_files,
+    data_location,
     fits,
     joinable,
     staged_data_file,
+    uploaded_data_file,
 )
 from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER, state_location
+from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads, UploadedFile
 from edxorg_s3_ingest.tables import REJECTS_TABLE
 
 log = logging.getLogger(__name__)
@@ -116,6 +120,8 @@ JOINED_BYTES = 128 << 20
 """The other staged files (packs of small courses' rows, smaller courses' own files) with the
 same columns are joined into data files of up to this many bytes (row groups copied, not
 decoded): a load's rows are a few files of a useful size, whatever its courses."""
+EARLY_UPLOADS_ENV = "EDXORG_S3_INGEST_EARLY_UPLOADS"
+"""`0`: a load's data files are uploaded by its commit, not while it reads (lake_uploads.py)."""
 COURSE_METRICS = "write.metadata.metrics.column._course_id"
 RETRIES = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
@@ -253,6 +259,14 @@ class IcebergStore:
                 raise damaged(table_name, location, error, snapshot.snapshot_id) from error
             return StoredState(state, snapshot.snapshot_id)
 
+    def early_uploads(self, table_name: str) -> EarlyUploads | None:
+        """The load's data files uploaded as its staged files are written (lake_uploads.py),
+        grouped as `_LoadFiles` groups them; None when EARLY_UPLOADS_ENV is 0 (all uploaded
+        by the commit)."""
+        if os.environ.get(EARLY_UPLOADS_ENV, "").strip() == "0":
+            return None
+        return EarlyUploads(f"{self.uri(table_name)}/data", ALONE_BYTES, JOINED_BYTES)
+
     def recover(self, table_name: str) -> None:
         """Nothing to do: an Iceberg commit is atomic (a killed one left unreferenced files at
         most, which table maintenance removes)."""
@@ -264,6 +278,14 @@ class IcebergStore:
         table's current snapshot is still `load.base`, the one the run planned from: checked
         here and again by pyiceberg's commit (Glue's optimistic lock), otherwise
         StateMovedError and nothing changes."""
+        used: list[UploadedFile] = []
+        try:
+            self._commit_load(load, used)
+        finally:
+            if load.uploads is not None:
+                load.uploads.close(used)
+
+    def _commit_load(self, load: LoadCommit, used: list[UploadedFile]) -> None:
         headers = [column for entry in load.courses.values() for column in entry["columns"]]
         columns = _columns(load.staged, headers, LINEAGE)
         courses = set(load.courses)
@@ -290,7 +312,7 @@ class IcebergStore:
                         condition = _matching("_course_id", courses) if courses else None
                         deleted, rewritten = self._holding(table, courses)
                     with _snapshot(transaction, marker, condition, deleted) as snapshot:
-                        writing = _LoadFiles(transaction, table, snapshot.commit_uuid)
+                        writing = _LoadFiles(transaction, table, snapshot.commit_uuid, used)
                         for file in writing.files(load, rewritten, courses):
                             snapshot.append_data_file(file)
                             crashpoint("iceberg.data_file_written")
@@ -709,7 +731,14 @@ def _chunks(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
 class _LoadFiles:
     """The data files of one load of an edX table, written while its snapshot is under way."""
 
-    def __init__(self, transaction: Transaction, table: Table, commit_uuid: uuid.UUID) -> None:
+    def __init__(
+        self,
+        transaction: Transaction,
+        table: Table,
+        commit_uuid: uuid.UUID,
+        used: list[UploadedFile] | None = None,
+    ) -> None:
+        self.used = used if used is not None else []
         self.metadata = transaction.table_metadata
         self.io = table.io
         self.commit_uuid = commit_uuid
@@ -725,12 +754,23 @@ class _LoadFiles:
         self, load: LoadCommit, rewritten: list[FileScanTask], courses: set[str]
     ) -> Iterator[DataFile]:
         """The staged files as they are: a large course's (ALONE_BYTES) alone, the others
-        joined into files of up to JOINED_BYTES. When the load rewrites files (copy-on-write),
-        its other staged files are written again with the rows those files keep (those of
-        other courses): one file rather than two. So are staged files whose types are not
-        the table's."""
+        joined into files of up to JOINED_BYTES; those uploaded while the load read
+        (lake_uploads.py) as they were uploaded, when they are exactly the staged files. When
+        the load rewrites files (copy-on-write), its other staged files are written again with
+        the rows those files keep (those of other courses): one file rather than two. So are
+        staged files whose types are not the table's."""
         schema = self.metadata.schema()
         staged = [path for path in load.staged if pq.read_metadata(path).num_rows]
+        if load.uploads is not None and not rewritten and self._takes(load.uploads):
+            ready, staged = load.uploads.ready(staged, lambda path: fits(path, schema))
+            for file, paths in ready:
+                if strays := file.courses - courses:
+                    raise RuntimeError(
+                        f"{load.table_name}: staged rows of {sorted(strays)} not in manifest"
+                    )
+                data_file = uploaded_data_file(self.metadata, file, paths)
+                self.used.append(file)  # completed: not to be aborted
+                yield data_file
         again = [path for path in staged if not fits(path, schema)]
         alone = [path for path in staged if path not in again and _alone(path)]
         others = [path for path in staged if path not in again and path not in alone]
@@ -753,6 +793,15 @@ class _LoadFiles:
         )
         yield from self.writer().files(
             self._rows(itertools.chain(packed, self._kept(rewritten, courses)))
+        )
+
+    def _takes(self, uploads: EarlyUploads) -> bool:
+        """Whether the uploads are where this table's data files go (an unpartitioned table,
+        data under its location's `data/`, as this store creates its tables)."""
+        probe = "probe.parquet"
+        return (
+            not self.metadata.spec().fields
+            and data_location(self.metadata, probe) == f"{uploads.data_url}/{probe}"
         )
 
     def _kept(self, rewritten: list[FileScanTask], courses: set[str]) -> Iterator[pa.RecordBatch]:

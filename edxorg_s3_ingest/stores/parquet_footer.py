@@ -77,22 +77,45 @@ def joined_footer(parts: list[tuple[int, bytes]]) -> bytes:
     """The footer of files joined into one: each file's bytes between its leading MAGIC and
     its footer (`parts`: where each footer starts, and its bytes), one file after the other
     behind a single MAGIC. The files must have the same columns (schema, Arrow schema)."""
-    first = _Reader(parts[0][1]).struct_fields()
-    groups: list[bytes] = []
-    rows = 0
-    position = len(MAGIC)
+    join = FooterJoin()
     for start, footer in parts:
+        join.add(start, footer)
+    return join.footer()
+
+
+class FooterJoin:
+    """`joined_footer` one file at a time: each file's row groups are moved as it is added
+    (while a load is still reading, for files uploaded as they are written), so that the
+    joined footer itself is only assembled at the end."""
+
+    def __init__(self) -> None:
+        self._first: dict | None = None
+        self._groups: list[bytes] = []
+        self._rows = 0
+        self.body_bytes = 0
+        """The bytes of the files added so far, after the joined file's leading MAGIC."""
+
+    def add(self, start: int, footer: bytes) -> None:
+        """A file whose footer starts at `start` (its bytes after its MAGIC follow the files
+        added before)."""
         fields = _Reader(footer).struct_fields()
-        if any(fields.get(key) != first.get(key) for key in _SAME):
+        if self._first is None:
+            self._first = fields
+        elif any(fields.get(key) != self._first.get(key) for key in _SAME):
             raise FooterError("the files have different columns")
-        rows += _Reader(fields[_ROWS][1]).signed()
-        shift = position - len(MAGIC)
+        self._rows += _Reader(fields[_ROWS][1]).signed()
         for group in _list_of_structs(fields.get(_GROUPS)):
-            groups.append(_struct(_moved_group(group, shift, len(groups))))
-        position += start - len(MAGIC)
-    first[_ROWS] = (_I64, _varint(_zigzag(rows)))
-    first[_GROUPS] = (_LIST, _list_header(len(groups), _STRUCT) + b"".join(groups))
-    return _struct(first)
+            self._groups.append(_struct(_moved_group(group, self.body_bytes, len(self._groups))))
+        self.body_bytes += start - len(MAGIC)
+
+    def footer(self) -> bytes:
+        if self._first is None:
+            raise FooterError("no file to join")
+        fields = dict(self._first)
+        fields[_ROWS] = (_I64, _varint(_zigzag(self._rows)))
+        groups = self._groups
+        fields[_GROUPS] = (_LIST, _list_header(len(groups), _STRUCT) + b"".join(groups))
+        return _struct(fields)
 
 
 def _moved_group(group: dict, shift: int, ordinal: int) -> dict:

@@ -110,6 +110,9 @@ class ParquetStore:
     def read_state(self, table_name: str) -> StoredState:
         return read_state(self.data_dir / table_name)
 
+    def early_uploads(self, table_name: str) -> None:
+        """None: staged files are published by a hard link, at the commit."""
+
     def recover(self, table_name: str) -> None:
         """Finishes or undoes a commit that a kill interrupted (see `commit`)."""
         table_dir = self.data_dir / table_name
