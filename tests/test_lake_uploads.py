@@ -21,11 +21,25 @@ from test_lake_layout import (
 from edxorg_s3_ingest.landing.aws import split_s3
 from edxorg_s3_ingest.stores import LoadCommit, iceberg_store, lake_uploads
 from edxorg_s3_ingest.stores.iceberg_store import IcebergStore
+from edxorg_s3_ingest.tables import destination_table
 
-from moto_server import moto  # noqa: F401 - the module's moto server fixture
+from moto_server import (
+    BUCKET_URL,
+    moto,  # noqa: F401 - the module's moto server fixture
+    report_of,
+    run_loads,
+    upload_sample,
+)
+from test_iceberg import QA_DATABASE, assert_rows_equal, expected_rows
 
 pytestmark = pytest.mark.slow
 BUCKET = split_s3(LAKE)[0]
+
+
+@pytest.fixture(autouse=True)
+def early_uploads_on(monkeypatch):
+    """Early uploads are off by default (iceberg_store.EARLY_UPLOADS_ENV): on here."""
+    monkeypatch.setenv(iceberg_store.EARLY_UPLOADS_ENV, "1")
 
 
 def incompressible(count: int, seed: int) -> list[str]:
@@ -153,12 +167,29 @@ def test_a_load_that_never_commits_leaves_no_object_and_no_open_upload(
     assert objects(lake, "edxorg/") == {}
 
 
-def test_early_uploads_can_be_turned_off(monkeypatch):
-    """EDXORG_S3_INGEST_EARLY_UPLOADS=0: the commit uploads every data file itself."""
+def test_early_uploads_are_turned_on_by_their_setting(monkeypatch):
+    """By default (and with EDXORG_S3_INGEST_EARLY_UPLOADS=0) the commit uploads every data
+    file itself; `1` uploads them while the load reads."""
     store = IcebergStore(LAKE, DATABASE)
+    monkeypatch.delenv(iceberg_store.EARLY_UPLOADS_ENV, raising=False)
+    assert store.early_uploads(NAME) is None
     monkeypatch.setenv(iceberg_store.EARLY_UPLOADS_ENV, "0")
     assert store.early_uploads(NAME) is None
     monkeypatch.setenv(iceberg_store.EARLY_UPLOADS_ENV, "1")
     uploads = store.early_uploads(NAME)
     assert uploads.data_url == f"{LAKE}/{NAME}/data"
     uploads.close()
+
+
+def test_a_cli_load_with_early_uploads_is_exact(lake, tmp_path):  # noqa: F811
+    """The CLI's qa load with EDXORG_S3_INGEST_EARLY_UPLOADS=1: each staged file handed to the
+    uploads as it is written, the commit taking them; the table equals the newest exports."""
+    s3 = lake.client("s3")
+    upload_sample(s3, ["auth_user"])
+    env = lake.env(DAGSTER_ENVIRONMENT="qa", EDXORG_S3_INGEST_EARLY_UPLOADS="1")
+    args = ["--tables", "auth_user", "--bucket-url", BUCKET_URL]
+    result = run_loads(env, *args, "--pipelines-dir", str(tmp_path / "pipelines"))
+    assert report_of(result)["ok"], result.stderr[-3000:]
+    table = lake.catalog().load_table((QA_DATABASE, destination_table("auth_user")))
+    assert_rows_equal(table.scan().to_arrow().to_pylist(), expected_rows(s3, "auth_user"))
+    assert open_uploads(lake) == []
