@@ -305,3 +305,26 @@ def test_the_step_server_imports_the_instance_storage_without_opening_it():
     assert imported == "True"
     assert "dagster._core.storage.sqlite_storage" in modules
     assert sorted(path.name for path in home.iterdir()) == before
+
+
+def test_a_landing_zone_without_any_table_fails_the_step(tmp_path, monkeypatch):
+    """A wrong prefix (a folder with no `db_table/` of edX tables): the step fails and says to
+    check the bucket URL, rather than report the table as not exported yet."""
+    landing = tmp_path / "landing"
+    (landing / "db_table" / "not_an_edx_table" / "prod").mkdir(parents=True)
+    monkeypatch.setenv("SOURCES__EDXORG_S3__BUCKET_URL", str(landing))
+    monkeypatch.setenv("EDXORG_S3_INGEST__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDXORG_S3_INGEST__PIPELINES_DIR", str(tmp_path / "pipelines"))
+    from edxorg_s3_ingest.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(
+        asset_selection=[key("teams")], instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = failure.step_failure_data.error.to_string()
+    assert f"no edX table folder under {landing}/db_table/" in message
+    assert "is the bucket URL or prefix right?" in message
+    assert result.get_asset_observation_events() == []

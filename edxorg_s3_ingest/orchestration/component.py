@@ -102,6 +102,21 @@ def report_metadata(report: TableReport) -> dict:
     return metadata
 
 
+def landing_zone_holds_tables(bucket_url: str) -> None:
+    """A table without exports is no error, but a landing zone without a single edX table's
+    folder is a wrong bucket URL or prefix (SPEC §6), which the CLI says once for its run: a
+    step, which sees only its own table, asks the landing zone's check (one listing of
+    `db_table/`) rather than report the table as not exported yet."""
+    from edxorg_s3_ingest.landing.check import table_folders
+
+    if not set(table_folders(bucket_url)) & set(TABLES):
+        raise dg.Failure(
+            description=f"no edX table folder under {bucket_url.rstrip('/')}/db_table/: "
+            "is the bucket URL or prefix right? (SOURCES__EDXORG_S3__BUCKET_URL or "
+            ".dlt/config.toml)"
+        )
+
+
 def no_exports_metadata(report: TableReport) -> dict:
     return {
         "status": "no exports yet",
@@ -241,6 +256,7 @@ class EdxorgTablesComponent(DltLoadCollectionComponent):
             if not report.ok:
                 raise dg.Failure(description=f"{table}: {report.error}")
             if report.status == "no_prod_files":
+                landing_zone_holds_tables(settings.bucket_url)
                 # Not a materialization: the table may not exist yet, and a green
                 # materialization would point at a destination no query can read.
                 context.log.info(f"{table}: no exports yet under {settings.bucket_url}")
