@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "edxorg_s3_ingest"
 LAYERS = [
-    {"tables", "settings", "crashpoints", "timeline", "report"},
+    {"tables", "settings", "crashpoints", "timeline", "report", "collector"},
     {"landing"},
     {"reading"},
     {"state"},
@@ -17,7 +17,7 @@ LAYERS = [
     {"loading"},
     {"running"},
     {"orchestration"},
-    {"cli", "loads", "definitions", "defs", "step_server", "step_server_preamble", "collector"},
+    {"cli", "loads", "definitions", "defs", "step_server", "step_server_preamble"},
 ]
 """From the bottom: the shared basics; the landing zone; reading TSV into Arrow; what a run
 reads (state); where tables live (stores); one table's load; running many (the CLI); Dagster;

@@ -10,8 +10,9 @@ generations, so that the collections of every process forked from the server nev
 nor write to the memory pages it shares with the server.
 """
 
-import gc
 import importlib
+
+from edxorg_s3_ingest.collector import paused
 
 LOADING = [
     "edxorg_s3_ingest.running.runner",
@@ -38,19 +39,15 @@ has been imported already."""
 
 
 def import_paused(modules: list[str]) -> None:
-    """Imports the modules with the garbage collector paused, then freezes what they made. A
-    module that cannot be imported is skipped, as the fork server itself skips it (the process
-    that needs it meets the error)."""
-    gc.disable()
-    try:
+    """Imports the modules with the garbage collector paused, then freezes what they made
+    (collector.paused). A module that cannot be imported is skipped, as the fork server itself
+    skips it (the process that needs it meets the error)."""
+    with paused():
         for name in modules:
             try:
                 importlib.import_module(name)
             except ImportError:
                 continue
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 import_paused(LOADING)
