@@ -70,3 +70,43 @@ def test_fixed_cost_run_reaches_its_milestones_in_order(tmp_path):
     assert sorted(line.split(" ", 2)[2] for line in lines if " committed " in line) == [
         f"committed {table}" for table in sorted(fixed_cost.generate.TABLES)
     ]
+
+
+TREE = """
+import os, sys
+shared = bytearray(100 << 20)  # touched before the fork: both processes map these pages
+shared[:] = b"s" * len(shared)
+if os.fork() == 0:
+    own = bytearray(80 << 20)
+    own[:] = b"g" * len(own)
+    print("grandchild", flush=True)
+    sys.stdin.read()
+    os._exit(0)
+own = bytearray(120 << 20)
+own[:] = b"c" * len(own)
+print("child", flush=True)
+sys.stdin.read()
+os.wait()
+"""
+
+
+def test_tree_memory_finds_the_whole_tree_and_counts_shared_pages_once():
+    """benchmarks/measure.py: a child and the grandchild it forked, 100 MB shared between them,
+    120 and 80 MB their own: ~300 MB plus two interpreters (their resident sizes add to ~400)."""
+    from benchmarks.measure import TreeMemory
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert sorted([child.stdout.readline().strip(), child.stdout.readline().strip()]) == [
+            "child",
+            "grandchild",
+        ]
+        sampler = TreeMemory(child.pid)
+        sampler.stop()  # the sampler's first pass runs whole before it looks at stop
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    assert sampler.processes == 2
+    assert 290 <= sampler.peak_mb <= 340, sampler.peak_mb
