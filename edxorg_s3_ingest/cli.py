@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from edxorg_s3_ingest.collector import no_collection_at_exit
 from edxorg_s3_ingest.running.progress import Progress, summary
 from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
@@ -138,6 +139,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     mark("main")
+    # The run's last step, after its workers have ended: the interpreter's final collection
+    # would traverse the CLI's objects for nothing (~5 ms of CPU, between the last byte written
+    # and the exit).
+    no_collection_at_exit()
     args = parser().parse_args(argv)
     if args.list_tables:
         print("\n".join(TABLES))

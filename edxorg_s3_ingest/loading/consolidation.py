@@ -78,8 +78,11 @@ class Consolidator:
         shutil.rmtree(staged_root, ignore_errors=True)
 
     def commit_state(self, load_id: str) -> None:
-        """Commits the new state alone: the run read no rows and no rejects."""
-        self.commit(load_id, [], {}, [])
+        """Commits a load whose package dlt never completed, because it held no file: the run
+        read no rows and no rejects. Its courses still change (a header-only re-export empties
+        its course), committed with the new state under the load id the state names, if the
+        source read any file, else `load_id`."""
+        self.commit(self.report.load_id or load_id, [], self.work.courses_read, [])
 
     def commit(self, load_id: str, staged: list[Path], courses: dict, rejects: list[Path]):
         """The rejects first (kept per source file: writing them again never doubles them),

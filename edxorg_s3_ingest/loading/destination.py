@@ -7,8 +7,8 @@ completes the load package. This subclass of dlt's `destination` factory adds th
 Its jobs only set staged files aside (a hard link each): at most MAX_PARALLEL_JOBS run at once,
 rather than dlt's 20 loader threads (each job commits the whole load package state; with many
 jobs on 20 threads, dlt has crashed in orjson, see source.MAX_OWN_FILES). Not one at a time:
-dlt's "sequential" strategy waits a second on the job it finalizes without running it (the
-pipeline state's), every load.
+dlt's "sequential" strategy waited a second on the job it finalizes without running it (the
+pipeline state's, which loads carried then: loading/pipeline.py), every load.
 """
 
 import copy

@@ -158,6 +158,7 @@ def read_table(
                         "columns": tsv.header,
                     }
     manifest()[destination_table(table)] = courses
+    work.courses_read = courses
     # What the table must hold per course (the reconciliation check compares with it), and the
     # rest of what `edxorg-s3-ingest --loaded-files` shows.
     for key, values in (

@@ -199,8 +199,8 @@ class TableLoad:
             pipeline, consolidator = table_pipeline(self, work, uploads)
             pipeline.run(table_source(self.table, work, self.report, uploads))
             if not consolidator.committed:
-                # Nothing for dlt to load (e.g. a re-upload of the same content): the new
-                # state alone is committed.
+                # Nothing for dlt to load (every file read was header-only, or a re-upload
+                # of the same content): the courses read and the new state are committed.
                 consolidator.commit_state(f"{time.time():.6f}")
         finally:
             if uploads is not None:
