@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from edxorg_s3_ingest.collector import no_collection_at_exit, paused
+from edxorg_s3_ingest.orchestration import step_server_fork
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.timeline import mark
 
@@ -41,8 +42,9 @@ that a run launcher starts, locally or in a Kubernetes run pod)."""
 
 
 def runs_here() -> bool:
-    """Whether this process was started to execute a run, and so will start the step server."""
-    return tuple(sys.argv[1:3]) in RUN_COMMANDS
+    """Whether this process was started to execute a run, and so will start the step server (not
+    the server itself, nor its steps, forked from such a process)."""
+    return tuple(sys.argv[1:3]) in RUN_COMMANDS and not step_server_fork.serving()
 
 
 def start_step_server(preload: list[str]) -> None:
@@ -55,7 +57,8 @@ def start_step_server(preload: list[str]) -> None:
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    if not step_server_fork.start(preload):
+        forkserver.ensure_running()
     mark("step-server started")
 
 
