@@ -32,15 +32,24 @@ def serving() -> bool:
     return _serving
 
 
+NEEDED = ("_lock", "_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
+"""What `start` sets on multiprocessing's fork server, as its own `ensure_running` does."""
+
+
+def can_fork() -> bool:
+    """Whether `start` would fork: this process runs no other thread, and multiprocessing's fork
+    server has what `start` sets."""
+    server = getattr(forkserver, "_forkserver", None)
+    known = server is not None and all(hasattr(server, name) for name in NEEDED)
+    return known and threading.active_count() == 1
+
+
 def start(preload: list[str]) -> bool:
     """Starts the fork server as a fork of this process, importing `preload` there; False if it
     could not (see above), True if it runs (already running included)."""
-    server = getattr(forkserver, "_forkserver", None)
-    needed = ("_lock", "_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
-    if server is None or not all(hasattr(server, name) for name in needed):
+    if not can_fork():
         return False
-    if threading.active_count() > 1:
-        return False
+    server = forkserver._forkserver
     with server._lock:
         if server._forkserver_pid is not None:
             return True
