@@ -1,13 +1,13 @@
 """The fork server of a run's step processes, started as a fork of the run's own process rather
 than as a new interpreter (definitions.start_step_server).
 
-multiprocessing starts its fork server as a new interpreter, which imports dagster and the
-instance's storage modules (sqlalchemy, alembic) again before anything of its own: ~0.6 s of
-its ~1.2 s of CPU, while the first steps wait for it. The run's process has imported all of
-that when it starts the server (its instance is open, the code location's module imported), so
-a fork of it starts with them and imports only the loader and the definitions. The server then
-runs multiprocessing's own server loop (`forkserver.main`), so the executor forks its steps
-from it as from the server multiprocessing would have started.
+multiprocessing starts its fork server as a new interpreter, which imports dagster, the
+instance's storage modules (sqlalchemy, alembic), dlt, pyarrow and the loader, and builds the
+definitions, all again: ~1.2 s of CPU, while the first steps wait for it. The run's process has
+done most of that when it starts the server (its instance open, its definitions built), so a
+fork of it starts with them and imports only the rest of the loader (pyarrow): ~0.3 s. The
+server then runs multiprocessing's own server loop (`forkserver.main`), so the executor forks
+its steps from it as from the server multiprocessing would have started.
 
 Forking is safe only while this process has no other thread (a lock another thread holds at
 that instant stays held in the child for good): with one, or where multiprocessing's fork
@@ -24,16 +24,15 @@ import traceback
 from contextlib import suppress
 from multiprocessing import connection, forkserver, resource_tracker, util
 
+NEEDED = ("_lock", "_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
+"""What `start` sets on multiprocessing's fork server, as its own `ensure_running` does."""
+
 _serving = False
 
 
 def serving() -> bool:
     """Whether this process is the step server or a step forked from it."""
     return _serving
-
-
-NEEDED = ("_lock", "_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
-"""What `start` sets on multiprocessing's fork server, as its own `ensure_running` does."""
 
 
 def can_fork() -> bool:
