@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from edxorg_s3_ingest.collector import no_collection_at_exit, paused
+from edxorg_s3_ingest.orchestration import step_server_fork
 from edxorg_s3_ingest.settings import ConfigurationError
 from edxorg_s3_ingest.timeline import mark
 
@@ -41,21 +42,30 @@ that a run launcher starts, locally or in a Kubernetes run pod)."""
 
 
 def runs_here() -> bool:
-    """Whether this process was started to execute a run, and so will start the step server."""
-    return tuple(sys.argv[1:3]) in RUN_COMMANDS
+    """Whether this process was started to execute a run, and so will start the step server (not
+    the server itself, nor its steps, forked from such a process)."""
+    return tuple(sys.argv[1:3]) in RUN_COMMANDS and not step_server_fork.serving()
 
 
-def start_step_server(preload: list[str]) -> None:
-    """Starts the step processes' fork server now, before this process imports the component,
-    builds the definitions and plans the run (~0.7 s of CPU before the run starts), rather than
-    when the executor asks for the first step: the server's imports and its definitions
-    (~1.2 s of CPU, which the first steps wait for) then run on another core meanwhile. The
-    executor finds it running and forks its steps from it; it ends with this process. Without
-    waiting for it, as the CLI's workers.start_fork_server."""
-    from multiprocessing import forkserver
+def start_step_server(*, built: bool) -> None:
+    """Starts the step processes' fork server, once, without waiting for it (as the CLI's
+    workers.start_fork_server), rather than when the executor asks for the first step; the
+    executor finds it running and forks its steps from it; it ends with this process.
 
+    Once the definitions are `built`, as a fork of this process (step_server_fork): the server
+    then starts with dagster, the instance's storage modules, dlt and the definitions, and
+    imports only pyarrow and the loader (~0.3 s of CPU, against ~1.2 s for a new interpreter,
+    which imports dagster again and builds the definitions again). Before they are built, and
+    only where this process cannot be forked (another thread running), as a new interpreter:
+    its imports and definitions then run on another core while this process builds its own."""
+    if not built and step_server_fork.can_fork():
+        return
+    preload = step_preload()
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    if not (built and step_server_fork.start(preload)):
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # nothing to do where it runs already
     mark("step-server started")
 
 
@@ -91,7 +101,16 @@ def executor_name() -> str:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return built(frozenset(os.environ.items()), os.getcwd())
+    definitions = built(frozenset(os.environ.items()), os.getcwd())
+    if runs_here() and executor_name() == "multiprocess":
+        serve_steps(built=True)
+    return definitions
+
+
+@lru_cache(maxsize=1)
+def serve_steps(*, built: bool) -> None:
+    """start_step_server, once per process and moment (see there)."""
+    start_step_server(built=built)
 
 
 @lru_cache(maxsize=4)
@@ -105,7 +124,7 @@ def built(environment: frozenset, working_dir: str) -> dg.Definitions:
         return build()
     no_collection_at_exit()
     if executor_name() == "multiprocess":
-        start_step_server(step_preload())
+        serve_steps(built=False)
     # Once in the run's process: what it builds lives as long as it does (collector.py).
     with paused():
         definitions = build()

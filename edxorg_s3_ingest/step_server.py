@@ -7,7 +7,8 @@ dagster's storage modules, for the SQLite instance of a local Dagster home).
 
 The server starts with the run's environment and working directory, which its step processes
 inherit: they ask `defs` for exactly what was built here, and open the instance of the same
-DAGSTER_HOME.
+DAGSTER_HOME. Where the server is a fork of the run's process (orchestration/step_server_fork),
+it has both already, and what this module does costs next to nothing.
 """
 
 import importlib

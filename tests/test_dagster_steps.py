@@ -262,9 +262,10 @@ def test_step_processes_use_the_definitions_their_fork_server_built(tmp_path):
 
 
 def test_the_run_process_starts_the_step_server_before_its_run_starts(tmp_path):
-    """`dagster asset materialize` starts the step server before it builds the definitions
-    (`definitions.runs_here`), so that the server's imports overlap the run's own set-up: it is
-    started by the command's process before RUN_START, and gets ready in a process of its own."""
+    """`dagster asset materialize` starts the step server as soon as it has built the
+    definitions (`definitions.runs_here`), forked with them (step_server_fork), so that the
+    server's imports overlap the run's own set-up: it is started by the command's process before
+    RUN_START, and gets ready in a process of its own."""
     timeline = tmp_path / "timeline.txt"
     result, run, events = materialize(
         tmp_path, "teams", env={"EDXORG_S3_INGEST_TIMELINE": str(timeline)}
@@ -276,9 +277,77 @@ def test_the_run_process_starts_the_step_server_before_its_run_starts(tmp_path):
         marks.setdefault(mark, (float(at), int(pid)))
     started, ready = marks["step-server started"], marks["step-server ready"]
     (run_start,) = of_type(events, dg.DagsterEventType.RUN_START)
-    assert started[0] < marks["definitions built"][0] < run_start.timestamp
+    assert marks["definitions built"][0] < started[0] < run_start.timestamp
     assert started[1] == marks["definitions built"][1] != ready[1]
     assert marks["read teams"][1] not in (started[1], ready[1])  # a step forked from it
+
+
+FORKED_SERVER = """
+import multiprocessing, signal, sys
+import run_only  # in this process only: no preload module imports it
+
+from edxorg_s3_ingest.orchestration import step_server_fork
+
+signal.signal(signal.SIGINT, lambda *_: None)  # as dagster's command has its own
+assert step_server_fork.start(["server_probe"])
+with multiprocessing.get_context("forkserver").Pool(1) as pool:
+    print(pool.apply(__import__("server_probe").step))
+"""
+
+SERVER_PROBE = """
+import os, signal, sys
+
+from edxorg_s3_ingest.orchestration.step_server_fork import serving
+
+SERVER = os.getpid()
+
+
+def step():
+    return (
+        "run_only" in sys.modules,
+        serving(),
+        os.getpid() != SERVER,
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+    )
+"""
+
+
+def test_the_step_server_is_a_fork_of_the_process_that_starts_it(tmp_path):
+    """`step_server_fork.start`: the server is forked from the run's process, so it starts with
+    what that process imported (dagster, the instance's storage) and imports only the rest; a
+    step forked from it finds both, knows it runs under the server (so it never starts one
+    itself), and has a new interpreter's interrupt handler, not the one of the run's process."""
+    (tmp_path / "run_only.py").write_text("")
+    (tmp_path / "server_probe.py").write_text(SERVER_PROBE)
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_SERVER],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(True, True, True, True)"
+
+
+def test_with_other_threads_running_the_step_server_is_not_forked():
+    """A fork copies whatever lock another thread holds at that instant, held for good: with a
+    second thread alive, `start` forks nothing and says so (the caller starts a new
+    interpreter, as multiprocessing does)."""
+    import threading
+
+    from edxorg_s3_ingest.orchestration import step_server_fork
+
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        assert step_server_fork.start(["edxorg_s3_ingest.step_server"]) is False
+    finally:
+        done.set()
+        other.join()
+    assert not step_server_fork.serving()
 
 
 INSTANCE_MODULES = """
