@@ -6,6 +6,7 @@ run report must show exactly which files were read.
 """
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from edxorg_s3_ingest.tables import REJECTS_TABLE, destination_table
 from conftest import run_cli, run_json
 from landing import Export, Landing
 from oracle import canonical, table_rows
+from pausing import Pause
 
 TABLE = "teams"
 T = 1_700_000_000
@@ -325,3 +327,37 @@ def test_zero_byte_newest_file_in_a_new_course_loads_its_older_export(tmp_path):
     report = h.run()
     assert report["files_loaded"] == 0
     h.check()
+
+
+def test_a_job_dlt_runs_again_is_staged_once(tmp_path):
+    """dlt runs a job that raised again, under a new file name (its retry count): the table
+    holds its rows once (Consolidator.stage keys a job by its name without the count)."""
+    h = Harness(tmp_path)
+    h.landing.export(C1, COLUMNS, [["1", "a", "3"], ["2", "b", "4"]], T)
+    h.landing.export(C2, COLUMNS, [["3", "c", "5"]], T)
+    report = h.run(env={"EDXORG_S3_INGEST_FAIL_AT": "stage.done:1"})
+    assert report["rows_loaded"] == 3
+    assert len(h.check()) == 3
+
+
+def test_a_load_whose_staged_rows_differ_from_its_files_commits_nothing(tmp_path):
+    """A staged file twice (whatever put it there) fails the table with both counts; the table
+    and its state stay as the last commit left them, and the next run loads it exactly."""
+    h = Harness(tmp_path)
+    h.landing.export(C1, COLUMNS, [["1", "a", "3"]], T)
+    h.run()
+    h.landing.export(C2, COLUMNS, [["3", "c", "5"], ["4", "d", "6"]], T)
+    before = h.snapshot()
+
+    def stage_twice() -> None:
+        (staged,) = h.pipelines.rglob(f"consolidation/*/{h.name}/*.parquet")
+        shutil.copyfile(staged, staged.with_name("again." + staged.name))
+
+    pause = Pause(tmp_path / "pause", "complete.start:1")
+    ended = pause.run_cli(list(h.args("--json")), {**os.environ, **FAST}, stage_twice)
+    assert ended.returncode != 0
+    message = f"{TABLE}: the load staged 4 rows, but the files it read hold 2: nothing committed"
+    assert message in ended.stdout + ended.stderr
+    assert h.snapshot() == before
+    h.run()
+    assert len(h.check()) == 3

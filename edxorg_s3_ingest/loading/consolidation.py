@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 from dlt.common.schema import TTableSchema
-from dlt.common.storages.load_package import load_package_state
+from dlt.common.storages.load_package import ParsedLoadJobFileName, load_package_state
 
 from edxorg_s3_ingest.crashpoints import crashpoint
 from edxorg_s3_ingest.loading.source import MANIFEST_KEY
@@ -53,7 +54,10 @@ class Consolidator:
         load_id = load_package_state()["load_id"]
         folder = self.staging_dir / load_id / table["name"]
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / Path(items).name
+        # dlt runs a job that raised again under a new name (`<table>.<file id>.<retry count>.
+        # <format>`): without the count, a job whose first run staged its file is staged once.
+        job = ParsedLoadJobFileName.parse(items)
+        target = folder / f"{job.table_name}.{job.file_id}.{job.file_format}"
         if target.exists():
             return
         temporary = target.with_suffix(".partial")
@@ -88,6 +92,7 @@ class Consolidator:
         """The rejects first (kept per source file: writing them again never doubles them),
         then the table and its state in one commit."""
         table = self.report.table
+        _check_staged_rows(table, staged, courses)
         if self.work.full_refresh:
             self.store.drop_rejects(table)
         if rejects:
@@ -108,3 +113,22 @@ class Consolidator:
         self.committed = True
         self.report.courses_replaced += len(courses)
         crashpoint("complete.committed")
+
+
+class StagedRowsError(RuntimeError):
+    """A load's staged files hold other than the rows its source read: it is not committed."""
+
+
+def _check_staged_rows(table: str, staged: list[Path], courses: dict) -> None:
+    """The staged files' rows (their footers) against the rows read per course (the manifest):
+    a file staged twice or lost on its way through dlt fails the table loudly rather than
+    committing duplicated or missing rows (SPEC §5); nothing is committed, so the next run
+    reads those files again."""
+    staged_rows = sum(pq.read_metadata(path).num_rows for path in staged)
+    read_rows = sum(entry["rows"] for entry in courses.values())
+    if staged_rows != read_rows:
+        raise StagedRowsError(
+            f"{table}: the load staged {staged_rows:,} rows, but the files it read hold"
+            f" {read_rows:,}: nothing committed (a file staged twice or lost on its way through"
+            " dlt); the next run reads them again"
+        )
