@@ -314,6 +314,18 @@ def test_new_column_evolves_the_schema(history):
     assert after.new_snapshots(before, destination_table("auth_user")) == []
 
 
+def test_a_loaded_tables_report_counts_the_rows_its_commit_left(history):
+    """The report's table rows of a loaded table (from the snapshot the load committed) are
+    the rows the table holds after the run, at every run that loaded something."""
+    loaded = 0
+    for step in history.values():
+        for table, report in step.report["tables"].items():
+            if report["status"] == "loaded":
+                assert report["table_rows"] == len(step.rows[destination_table(table)])
+                loaded += 1
+    assert loaded >= len(TABLES)  # the initial load's, at least
+
+
 def test_no_op_run_adds_no_snapshot(history):
     before, after = history["new column"], history["no-op"]
     assert after.snapshots == before.snapshots

@@ -8,21 +8,25 @@ import sys
 from contextlib import suppress
 
 JEMALLOC_SETTINGS = "JE_ARROW_MALLOC_CONF"
-RELEASE_AT_ONCE = "dirty_decay_ms:0,muzzy_decay_ms:0"
+RELEASE_SOON = "narenas:1,dirty_decay_ms:250,muzzy_decay_ms:0"
 
 
 def prepare_allocator(environment: str) -> None:
-    """In qa and production, memory a load frees goes back to the system at once (jemalloc's
-    decay 0, rather than Arrow's timed decay): a pod is sized by its peak memory. Measured on
-    the qa-load set read from local files (3 tables, 2 workers and a parse helper): peak 500 ->
-    340 MB for the process tree, for ~0.9 s more system CPU (~15%: pages faulted in again). Dev
-    keeps the faster default.
+    """In qa and production, memory a load frees goes back to the system within a quarter of a
+    second, from one arena (rather than Arrow's one-second decay over one arena per thread): a
+    pod is sized by its peak memory. With one arena per thread, pages a thread freed waited
+    for that thread's next allocation to be given back, and a parse thread gone idle kept
+    them: no decay but 0 held the peak down (qa-load on moto: 460 MB; 20 or 100 ms with the
+    arenas: ~580-600 MB), and 0 faults every page in again at each reuse (~1.4 s more CPU of
+    ~10). One shared arena gives back what any thread freed as the load goes on: ~470-500 MB
+    with the CPU of the timed decay (benchmarks/README.md, "The allocator's decay"). Dev keeps
+    Arrow's default.
 
     Arrow's jemalloc reads its settings from the environment once, when pyarrow's library
     loads: so this runs as the package is imported (edxorg_s3_ingest/__init__.py), before any
     of its processes imports pyarrow; a user's value wins."""
     if environment != "dev":
-        os.environ.setdefault(JEMALLOC_SETTINGS, RELEASE_AT_ONCE)
+        os.environ.setdefault(JEMALLOC_SETTINGS, RELEASE_SOON)
         # The same for glibc's allocator (Python's objects, boto3's buffers): one arena rather
         # than workers.py's two, read as each child process starts (the fork server, a parse
         # helper, Dagster's step server): qa-load, 3 tables, peak 573-585 -> 554-557 MB, the

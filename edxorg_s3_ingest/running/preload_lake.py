@@ -2,8 +2,17 @@
 preload.py and the same way: pyiceberg, s3fs and its aiobotocore, ~0.9 s of CPU that each
 worker otherwise paid again when it first committed. pandas is left out first, as loads leave it
 out (memory_pool.leave_pandas_out): pyiceberg's pyarrow.dataset would import it here, ~0.16 s
-of CPU and ~40 MB in the server that no load uses."""
+of CPU and ~40 MB in the server that no load uses.
 
+Then the process's S3 client and Glue catalog are built (landing/aws.py, iceberg_store.py:
+cached per AWS environment, which a worker inherits with them): ~0.15 s of CPU each worker
+paid before its first request. Built, a client has made no request and holds no connection,
+so each forked worker has a copy of its own; the server itself never makes one. A failure is
+left to the workers, which build their own and report it."""
+
+from contextlib import suppress
+
+from edxorg_s3_ingest.collector import paused
 from edxorg_s3_ingest.loading.memory_pool import leave_pandas_out
 from edxorg_s3_ingest.running.preload import import_paused
 
@@ -11,3 +20,9 @@ LAKE = ["edxorg_s3_ingest.stores.iceberg_store", "pyiceberg.io.fsspec", "s3fs"]
 
 leave_pandas_out()
 import_paused(LAKE)
+with paused(), suppress(Exception):
+    from edxorg_s3_ingest.landing.aws import s3_client
+    from edxorg_s3_ingest.stores.iceberg_store import glue_catalog
+
+    s3_client()
+    glue_catalog()

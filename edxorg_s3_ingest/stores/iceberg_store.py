@@ -208,6 +208,9 @@ class IcebergStore:
     def __init__(self, lake_url: str, database: str) -> None:
         self.lake_url = lake_url.rstrip("/")
         self.database = database
+        self._committed_rows: dict[str, int] = {}
+        """Each table's rows as this store's last commit to it left them (its snapshot's
+        summary): the load's report needs no other read of the table's metadata."""
 
     @cached_property
     def catalog(self) -> GlueCatalog:
@@ -325,6 +328,8 @@ class IcebergStore:
             except CommitFailedException as error:
                 raise StateMovedError(load.table_name, load.base, "a newer snapshot") from error
             crashpoint("iceberg.committed")
+            # pyiceberg's commit leaves the table object at the snapshot it made.
+            self._committed_rows[load.table_name] = _total_records(table.current_snapshot())
 
     def _in_layout(self, table: Table) -> Table:
         """The table as this store writes it: a table created by an earlier version (partitioned
@@ -412,10 +417,12 @@ class IcebergStore:
                     self._commit(transaction, rejects, condition, deleted, iter(()), marker)
 
     def row_count(self, table_name: str) -> int:
+        """The table's rows: as this store's commit left them, else from its current snapshot."""
+        if table_name in self._committed_rows:
+            return self._committed_rows.pop(table_name)
         with self._explained(f"counting the rows of {table_name}"):
             table = self._load(table_name)
-            snapshot = table.current_snapshot() if table else None
-            return int(snapshot.summary["total-records"] or 0) if snapshot else 0
+            return _total_records(table.current_snapshot() if table else None)
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -677,6 +684,10 @@ def _columns(staged: list[Path], headers: list[str], required: pa.Schema) -> pa.
     for field in required:
         fields.setdefault(field.name, field)
     return pa.schema(list(fields.values()))
+
+
+def _total_records(snapshot) -> int:
+    return int(snapshot.summary["total-records"] or 0) if snapshot is not None else 0
 
 
 def _summary(snapshot) -> Mapping[str, str]:

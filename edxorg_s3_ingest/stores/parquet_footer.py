@@ -104,8 +104,15 @@ class FooterJoin:
         elif any(fields.get(key) != self._first.get(key) for key in _SAME):
             raise FooterError("the files have different columns")
         self._rows += _Reader(fields[_ROWS][1]).signed()
-        for group in _list_of_structs(fields.get(_GROUPS)):
-            self._groups.append(_struct(_moved_group(group, self.body_bytes, len(self._groups))))
+        if _GROUPS in fields:
+            groups = _Reader(fields[_GROUPS][1])
+            count, kind = groups.list_header()
+            if kind != _STRUCT:
+                raise FooterError("a list of the footer does not hold structs")
+            for _ in range(count):
+                moved = bytearray()
+                _Moving(groups, moved, self.body_bytes, len(self._groups)).struct(_ROW_GROUP)
+                self._groups.append(bytes(moved))
         self.body_bytes += start - len(MAGIC)
 
     def footer(self) -> bytes:
@@ -118,42 +125,62 @@ class FooterJoin:
         return _struct(fields)
 
 
-def _moved_group(group: dict, shift: int, ordinal: int) -> dict:
-    group = dict(group)
-    _move(group, _GROUP_OFFSET, shift)
-    if _ORDINAL in group:
-        group[_ORDINAL] = (_I16, _varint(_zigzag(ordinal)))
-    chunks = []
-    for chunk in _list_of_structs(group.get(_COLUMNS)):
-        if any(key in chunk for key in _PAGE_INDEXES):
-            raise FooterError("files with page indexes cannot be joined")
-        _move(chunk, _CHUNK_OFFSET, shift)
-        if _META in chunk:
-            meta = _Reader(chunk[_META][1]).struct_fields()
-            for key in _META_OFFSETS:
-                _move(meta, key, shift)
-            chunk[_META] = (_STRUCT, _struct(meta))
-        chunks.append(_struct(chunk))
-    group[_COLUMNS] = (_LIST, _list_header(len(chunks), _STRUCT) + b"".join(chunks))
-    return group
+_ROW_GROUP, _CHUNK, _CHUNK_META = "row group", "column chunk", "column metadata"
+_OFFSETS = {
+    _ROW_GROUP: {_GROUP_OFFSET},
+    _CHUNK: {_CHUNK_OFFSET},
+    _CHUNK_META: set(_META_OFFSETS),
+}
+"""The fields of each struct that hold an offset into the file."""
 
 
-def _move(fields: dict, key: int, shift: int) -> None:
-    """An offset moved by `shift` (an offset of 0 is none: left as it is)."""
-    if key in fields:
-        value = _Reader(fields[key][1]).signed()
-        if value:
-            fields[key] = (fields[key][0], _varint(_zigzag(value + shift)))
+class _Moving:
+    """A RowGroup copied from a footer with its offsets moved by `shift` and its ordinal set,
+    in one pass: every field keeps its place and header (same id, same type); the values
+    that change are written anew, the other bytes copied as they are."""
 
+    def __init__(self, reader: "_Reader", out: bytearray, shift: int, ordinal: int) -> None:
+        self.reader, self.out, self.shift, self.ordinal = reader, out, shift, ordinal
 
-def _list_of_structs(field: tuple[int, bytes] | None) -> list[dict]:
-    if field is None:
-        return []
-    reader = _Reader(field[1])
-    count, kind = reader.list_header()
-    if kind != _STRUCT:
-        raise FooterError("a list of the footer does not hold structs")
-    return [reader.struct_fields() for _ in range(count)]
+    def struct(self, kind: str) -> None:
+        reader, out, data = self.reader, self.out, self.reader.data
+        offsets, last = _OFFSETS[kind], 0
+        while True:
+            header_start = reader.position
+            header = reader.byte()
+            if header == _STOP:
+                out.append(_STOP)
+                return
+            delta, value_type = header >> 4, header & 0x0F
+            field = last + delta if delta else reader.signed()
+            last = field
+            out += data[header_start : reader.position]
+            start = reader.position
+            if field in offsets:
+                offset = reader.signed()
+                if offset:  # 0 is no offset: left as it is
+                    out += _varint(_zigzag(offset + self.shift))
+                    continue
+            elif kind == _ROW_GROUP and field == _ORDINAL:
+                reader.signed()
+                out += _varint(_zigzag(self.ordinal))
+                continue
+            elif kind == _ROW_GROUP and field == _COLUMNS:
+                count, element = reader.list_header()
+                if element != _STRUCT:
+                    raise FooterError("a list of the footer does not hold structs")
+                out += data[start : reader.position]
+                for _ in range(count):
+                    self.struct(_CHUNK)
+                continue
+            elif kind == _CHUNK and field == _META:
+                self.struct(_CHUNK_META)
+                continue
+            elif kind == _CHUNK and field in _PAGE_INDEXES:
+                raise FooterError("files with page indexes cannot be joined")
+            else:
+                reader.skip(value_type)
+            out += data[start : reader.position]
 
 
 def _list_header(count: int, kind: int) -> bytes:
