@@ -249,16 +249,21 @@ def test_step_processes_use_the_definitions_their_fork_server_built(tmp_path):
         "with context.Pool(1) as pool:\n"
         "    print(pool.apply(step_probe.step))\n"
     )
+    assert run_probe(tmp_path, script) == "(1, 0, True, True)"
+
+
+def run_probe(folder: Path, script: str) -> str:
+    """What `python -c script` prints, run in `folder` with the probe modules written there."""
     result = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)])},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(1, 0, True, True)"
+    return result.stdout.strip()
 
 
 def test_the_run_process_starts_the_step_server_before_its_run_starts(tmp_path):
@@ -319,16 +324,7 @@ def test_the_step_server_is_a_fork_of_the_process_that_starts_it(tmp_path):
     itself), and has a new interpreter's interrupt handler, not the one of the run's process."""
     (tmp_path / "run_only.py").write_text("")
     (tmp_path / "server_probe.py").write_text(SERVER_PROBE)
-    result = subprocess.run(
-        [sys.executable, "-c", FORKED_SERVER],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(True, True, True, True)"
+    assert run_probe(tmp_path, FORKED_SERVER) == "(True, True, True, True)"
 
 
 def test_with_other_threads_running_the_step_server_is_not_forked():
