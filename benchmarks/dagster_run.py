@@ -123,12 +123,24 @@ def count_rows(data: Path) -> dict:
     return {table: parquet_rows(data / f"raw__edxorg__s3__tables__{table}") for table in TABLES}
 
 
+def expected_rows(files: list[dict]) -> dict:
+    return {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
+
+
+def check_rows(files: list[dict], measurement: dict, work: Path) -> None:
+    """Stops at the first round whose tables differ from what the generator wrote, keeping
+    that round's outputs and logs (the next round would remove them) to find out why."""
+    expected = expected_rows(files)
+    for name, rows in measurement["rows"].items():
+        if rows != expected:
+            raise SystemExit(
+                f"{name} loaded {rows}, the generator wrote {expected}; this round's tables,"
+                f" pipelines and logs are kept in {work}"
+            )
+
+
 def summarize(data_set: str, files: list[dict], measurements: list[dict]) -> dict:
-    expected = {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
-    for measurement in measurements:
-        for name, rows in measurement["rows"].items():
-            if rows != expected:
-                raise SystemExit(f"{name} loaded {rows}, the generator wrote {expected}")
+    expected = expected_rows(files)
     approaches = {}
     for name in ("cli", "dagster"):
         samples = sorted((m["runs"][name] for m in measurements), key=lambda s: s["wall_s"])
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeat):
         warm_cache(root, files)
         measurements.append(run_once(root, args.work_dir))
+        check_rows(files, measurements[-1], args.work_dir)
     shutil.rmtree(args.work_dir, ignore_errors=True)
     result = summarize(args.data, files, measurements)
     print(table(result))
