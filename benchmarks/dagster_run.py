@@ -41,8 +41,10 @@ from benchmarks.run import (
     REPO,
     RESULTS,
     TABLES,
+    check_rows,
     child_env,
     compile_bytecode,
+    expected_rows,
     parquet_rows,
     warm_cache,
 )
@@ -121,22 +123,6 @@ def run_account(home: Path) -> dict:
 
 def count_rows(data: Path) -> dict:
     return {table: parquet_rows(data / f"raw__edxorg__s3__tables__{table}") for table in TABLES}
-
-
-def expected_rows(files: list[dict]) -> dict:
-    return {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
-
-
-def check_rows(files: list[dict], measurement: dict, work: Path) -> None:
-    """Stops at the first round whose tables differ from what the generator wrote, keeping
-    that round's outputs and logs (the next round would remove them) to find out why."""
-    expected = expected_rows(files)
-    for name, rows in measurement["rows"].items():
-        if rows != expected:
-            raise SystemExit(
-                f"{name} loaded {rows}, the generator wrote {expected}; this round's tables,"
-                f" pipelines and logs are kept in {work}"
-            )
 
 
 def summarize(data_set: str, files: list[dict], measurements: list[dict]) -> dict:

@@ -23,7 +23,7 @@ For each: wall seconds, CPU seconds (user + sys of the child and its worker proc
 `wait4`), the peak memory of the child's whole process tree (benchmarks/measure.py), MB/s
 (MB = prod input bytes, 10^6) and rows/s. The row counts of the project, the original and
 DuckDB (each counted from its Parquet output) must equal the rows the generator wrote, or the
-run fails. With `--repeat N` every approach runs N times and the median wall time is kept (with
+run stops at that round, keeping its outputs and logs in the work dir. With `--repeat N` every approach runs N times and the median wall time is kept (with
 its CPU and the largest peak memory); the rounds interleave the approaches, so that a busy
 machine slows them alike. `--only` runs some of the approaches (the original design takes
 minutes on the medium set); the ratios are those of the approaches run. Results: a table on
@@ -212,6 +212,23 @@ def run_once(root: Path, work: Path, tables: str, only: tuple[str, ...] = APPROA
     return {"runs": runs, "rows": rows, "listed_files": listed}
 
 
+def expected_rows(files: list[dict]) -> dict:
+    """The rows the generator wrote, per table."""
+    return {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
+
+
+def check_rows(files: list[dict], measurement: dict, work: Path) -> None:
+    """Stops at the first round whose tables differ from what the generator wrote, keeping
+    that round's outputs and logs (the next round would remove them) to find out why."""
+    expected = expected_rows(files)
+    for name, rows in measurement["rows"].items():
+        if rows != expected:
+            raise SystemExit(
+                f"{name} loaded {rows}, the generator wrote {expected}; this round's tables,"
+                f" pipelines and logs are kept in {work}"
+            )
+
+
 def median_run(samples: list[dict]) -> dict:
     """The sample with the median wall time, with the largest peak RSS of all samples."""
     ordered = sorted(samples, key=lambda s: s["wall_s"])
@@ -223,14 +240,8 @@ def median_run(samples: list[dict]) -> dict:
 
 def summarize(set_name: str, root: Path, files: list[dict], measurements: list[dict]) -> dict:
     prod_bytes = sum(f["bytes"] for f in files)
-    expected = {t: sum(f["rows"] for f in files if f["table"] == t) for t in TABLES}
+    expected = expected_rows(files)
     for measurement in measurements:
-        for approach, counts in measurement["rows"].items():
-            if counts != expected:
-                raise SystemExit(
-                    f"row counts differ: {approach} {counts} != generated {expected}; "
-                    f"all: {measurement['rows']}"
-                )
         listed = measurement["listed_files"]
         if listed is not None and listed != len(files):
             raise SystemExit(f"listed {measurement['listed_files']} files, {len(files)} written")
@@ -420,6 +431,7 @@ def main() -> None:
     for _ in range(args.repeat):
         load = os.getloadavg()[0]
         measurement = run_once(root, work, ",".join(TABLES), args.only)
+        check_rows(files, measurement, work)
         measurement["load_at_start"] = round(load, 2)
         measurements.append(measurement)
     if not args.keep:

@@ -47,10 +47,13 @@ def runs_here() -> bool:
     return tuple(sys.argv[1:3]) in RUN_COMMANDS and not step_server_fork.serving()
 
 
-def start_step_server(*, built: bool) -> None:
-    """Starts the step processes' fork server, once, without waiting for it (as the CLI's
+@lru_cache(maxsize=2)
+def serve_steps(*, built: bool) -> None:
+    """Starts the step processes' fork server without waiting for it (as the CLI's
     workers.start_fork_server), rather than when the executor asks for the first step; the
-    executor finds it running and forks its steps from it; it ends with this process.
+    executor finds it running and forks its steps from it; it ends with this process. Called
+    before the definitions are built and once they are (each at most once per process): it
+    starts at the first of the two moments that can start it, and the second finds it running.
 
     Once the definitions are `built`, as a fork of this process (step_server_fork): the server
     then starts with dagster, the instance's storage modules, dlt and the definitions, and
@@ -105,12 +108,6 @@ def defs() -> dg.Definitions:
     if runs_here() and executor_name() == "multiprocess":
         serve_steps(built=True)
     return definitions
-
-
-@lru_cache(maxsize=1)
-def serve_steps(*, built: bool) -> None:
-    """start_step_server, once per process and moment (see there)."""
-    start_step_server(built=built)
 
 
 @lru_cache(maxsize=4)

@@ -114,14 +114,14 @@ def test_tree_memory_finds_the_whole_tree_and_counts_shared_pages_once():
     assert 290 <= sampler.peak_mb <= 340, sampler.peak_mb
 
 
-def test_the_dagster_set_stops_at_a_round_with_other_rows_and_keeps_its_outputs(tmp_path):
-    """benchmarks/dagster_run.py: a round whose tables differ from what the generator wrote
-    stops the set there, naming the work dir it keeps (the next round would remove it)."""
-    from benchmarks import dagster_run
+def test_a_set_stops_at_a_round_with_other_rows_and_keeps_its_outputs(tmp_path):
+    """benchmarks/run.py and dagster_run.py: a round whose tables differ from what the generator
+    wrote stops the set there, naming the work dir it keeps (the next round would remove it)."""
+    from benchmarks import run
 
-    files = [{"table": table, "rows": 10} for table in dagster_run.TABLES]
-    right = dict.fromkeys(dagster_run.TABLES, 10)
-    dagster_run.check_rows(files, {"rows": {"cli": right, "dagster": right}}, tmp_path)
-    doubled = {**right, dagster_run.TABLES[0]: 20}
-    with pytest.raises(SystemExit, match=f"cli loaded .* kept in {tmp_path}"):
-        dagster_run.check_rows(files, {"rows": {"cli": doubled, "dagster": right}}, tmp_path)
+    files = [{"table": table, "rows": 10} for table in run.TABLES]
+    right = dict.fromkeys(run.TABLES, 10)
+    run.check_rows(files, {"rows": {"cli": right, "duckdb": right}}, tmp_path)
+    doubled = {**right, run.TABLES[0]: 20}
+    with pytest.raises(SystemExit, match=f"project loaded .* kept in {tmp_path}"):
+        run.check_rows(files, {"rows": {"project": doubled, "duckdb": right}}, tmp_path)

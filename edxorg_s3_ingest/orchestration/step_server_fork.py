@@ -1,5 +1,5 @@
 """The fork server of a run's step processes, started as a fork of the run's own process rather
-than as a new interpreter (definitions.start_step_server).
+than as a new interpreter (definitions.serve_steps).
 
 multiprocessing starts its fork server as a new interpreter, which imports dagster, the
 instance's storage modules (sqlalchemy, alembic), dlt, pyarrow and the loader, and builds the
