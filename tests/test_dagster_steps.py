@@ -346,6 +346,47 @@ def test_with_other_threads_running_the_step_server_is_not_forked():
     assert not step_server_fork.serving()
 
 
+TWO_MOMENTS = """
+import multiprocessing, threading
+from multiprocessing import forkserver
+import run_only  # in this process only: no preload module imports it
+
+from edxorg_s3_ingest import definitions
+
+definitions.step_preload = lambda: ["server_probe"]  # the server's imports are not the point
+done = threading.Event()
+other = threading.Thread(target=done.wait)
+if OTHER_THREAD:  # set by the test
+    other.start()
+definitions.serve_steps(built=False)
+early = forkserver._forkserver._forkserver_pid
+done.set()
+definitions.serve_steps(built=True)
+late = forkserver._forkserver._forkserver_pid
+with multiprocessing.get_context("forkserver").Pool(1) as pool:
+    in_step = pool.apply(__import__("server_probe").step)
+print(early is not None, late == early, in_step[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("other_thread", "printed"),
+    [(False, "False False True"), (True, "True True False")],
+    ids=["forked-once-built", "new-interpreter-early"],
+)
+def test_the_step_server_starts_once_at_the_first_moment_that_can_start_it(
+    tmp_path, other_thread, printed
+):
+    """`definitions.serve_steps`, called before the definitions are built and once they are:
+    where the run's process can fork, nothing starts early and the server is forked once built
+    (its steps find what the run's process imported); with another thread running it starts
+    early as a new interpreter (nothing of the run's process in its steps), and the second
+    call finds it running."""
+    (tmp_path / "run_only.py").write_text("")
+    (tmp_path / "server_probe.py").write_text(SERVER_PROBE)
+    assert run_probe(tmp_path, f"OTHER_THREAD = {other_thread}\n{TWO_MOMENTS}") == printed
+
+
 INSTANCE_MODULES = """
 import sys
 from edxorg_s3_ingest.step_server import import_instance_modules
