@@ -7,7 +7,7 @@ import json
 import sys
 
 from edxorg_s3_ingest.collector import no_collection_at_exit
-from edxorg_s3_ingest.running.fork_server import server_preload, stop_fork_server
+from edxorg_s3_ingest.running.fork_server import parked_preload, server_forked, stop_fork_server
 from edxorg_s3_ingest.running.progress import Progress, summary
 from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
@@ -189,15 +189,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_workers_early(environment: str) -> None:
-    """Starts the workers' fork server before the landing zone is listed, as a fork of this
-    process (orchestration/step_server_fork.py; only while this process runs no other thread):
-    its imports (dlt, pyarrow, the loader), which the first worker waits for, overlap the
-    listing, and it starts with this process's modules instead of a new interpreter's. When
-    the listing leaves fewer than two tables to load, the runner ends it (runner.load_tables);
-    where it could not be forked, the runner starts it as before, once two tables must load."""
+    """Forks the workers' fork server from this process before the landing zone is listed
+    (orchestration/step_server_fork.py; only while this process runs no other thread), parked
+    (running/fork_server.py): it starts with this process's modules instead of a new
+    interpreter's, and imports the loading code once two tables are known to need a load
+    (~0.05 s of CPU less on the way to the first read than a new interpreter started then).
+    When the listing leaves fewer than two, the runner ends it, parked; where it could not be
+    forked, the runner starts it as before."""
     from edxorg_s3_ingest.orchestration import step_server_fork
 
-    if step_server_fork.start(server_preload(environment)):
+    forked = step_server_fork.start(parked_preload(environment))
+    server_forked(forked)
+    if forked:
         mark("server")
 
 

@@ -360,8 +360,9 @@ def test_the_cli_forks_the_fork_server_before_listing_and_its_workers_come_from_
 
 
 def test_a_run_with_nothing_new_ends_the_fork_server_it_started(tmp_path):
-    """A run with nothing new forked a fork server before it listed: it ends it (no worker
-    needed) and leaves no process behind; one table to load is loaded in the CLI process."""
+    """A run with nothing new forked a fork server before it listed, parked: it ends it there
+    (no worker needed; the server imported no loading code) and leaves no process behind; one
+    table to load is loaded in the CLI process."""
     landings = [Landing(tmp_path / "landing", table) for table in ("teams", "auth_user")]
     for landing in landings:
         landing.write("MITx-1", b"id\n1\n", 1_700_000_000)
@@ -370,12 +371,13 @@ def test_a_run_with_nothing_new_ends_the_fork_server_it_started(tmp_path):
     report, cli, marks = run_in_session(tmp_path, *tables, *folders(tmp_path))
     assert {t["status"] for t in report["tables"].values()} == {"unchanged"}
     assert (cli, "server") in marks
-    assert not any(event.startswith(("worker", "read")) for _, event in marks)
+    assert not any(event.startswith(("preloaded", "worker", "read")) for _, event in marks)
     landings[0].write("MITx-1", b"id\n2\n", 1_700_000_100)
     report, cli, marks = run_in_session(tmp_path, *tables, *folders(tmp_path))
     assert report["tables"]["teams"]["status"] == "loaded"
     assert report["tables"]["auth_user"]["status"] == "unchanged"
     assert (cli, "server") in marks and (cli, "read teams") in marks
+    assert not any(event == "preloaded" for _, event in marks)
 
 
 def test_full_refresh_is_never_a_no_op(tmp_path):

@@ -1,11 +1,14 @@
-"""The worker processes' fork server (workers.py): what it imports, and its end.
+"""The worker processes' fork server (workers.py): what it imports, when it starts, its end.
 
-The CLI starts it before it lists the landing zone, as a fork of its own process
-(cli.start_workers_early); where it cannot, the runner starts it as multiprocessing does, a new
-interpreter, once two tables are known to need a load (workers.start_fork_server). Whoever
-started it, `stop_fork_server` ends it: after the workers, or at once when the listing leaves
-fewer than two tables to load. Apart from workers.py so that a run with nothing new, which
-ends the server its CLI started, imports none of the loading code.
+The CLI forks the server from its own process before it lists the landing zone
+(cli.start_workers_early), parked: it starts with the CLI's modules, without a new interpreter,
+and waits at its gate (running/gate.py) before it imports anything more. Once two tables are
+known to need a load, `open_gate` lets it import the loading code (~0.4 s of CPU) while the
+CLI lists the other tables. Where it could not be forked, the runner starts it then as
+multiprocessing does, a new interpreter (workers.start_fork_server). Whoever started it,
+`stop_fork_server` ends it: after the workers, or when the listing leaves fewer than two tables
+to load (still parked: a run with nothing new imports no loading code anywhere). Apart from
+workers.py so that such a run imports none of the loading code in the CLI either.
 """
 
 import os
@@ -18,6 +21,62 @@ WORKER_PRELOAD = ["edxorg_s3_ingest.running.preload"]
 what a dev table load needs (preload.py)..."""
 LAKE_PRELOAD = ["edxorg_s3_ingest.running.preload_lake"]
 """... and in qa and production, what the lake's store needs (preload_lake.py)."""
+GATE = "edxorg_s3_ingest.running.gate"
+"""Imported first by a parked server: returns once its gate opens (gate.py)."""
+
+_gate: list[int] = []
+"""The parked server's gate: a pipe, [read end, write end] until the server is forked, then
+[write end] in this process (and [read end] in the server) until it opens."""
+
+
+def parked_preload(environment: str) -> list[str]:
+    """The modules a server forked from this process imports: its gate first (a new pipe, whose
+    read end is the server's once it is forked: `server_forked`), then server_preload."""
+    _close_gate()
+    _gate.extend(os.pipe())
+    return [GATE, *server_preload(environment)]
+
+
+def server_forked(forked: bool) -> None:
+    """In this process, once the parked server is forked (`forked`), or could not be: this
+    process keeps only the gate's write end, or none."""
+    if forked and len(_gate) == 2:
+        os.close(_gate.pop(0))
+    else:
+        _close_gate()
+
+
+def wait_at_gate() -> None:
+    """In a parked server: returns once the gate opens; exits when it is closed unopened (the
+    run needs no worker, or its CLI has gone)."""
+    read_end, write_end = _gate
+    os.close(write_end)
+    # Ctrl-C on a terminal reaches the whole process group: the CLI ends a parked server
+    # (stop_fork_server), which says nothing.
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        opened = os.read(read_end, 1)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+        os.close(read_end)
+        _gate.clear()
+    if not opened:
+        raise SystemExit(0)
+
+
+def open_gate() -> None:
+    """Lets a parked server import the loading code; nothing to do otherwise."""
+    if len(_gate) == 1:
+        with suppress(OSError):  # the server has gone: its workers' start says so
+            os.write(_gate[0], b"g")
+        _close_gate()
+
+
+def _close_gate() -> None:
+    for end in _gate:
+        with suppress(OSError):
+            os.close(end)
+    _gate.clear()
 
 
 def server_preload(environment: str) -> list[str]:
@@ -47,6 +106,7 @@ def stop_fork_server() -> None:
     importing (no table to load), it has nothing to finish. `_stop` is what CPython's own tests
     use to stop them; where it is missing they are left alone. Nothing to do (nor to import)
     when this process never started them."""
+    _close_gate()
     if "multiprocessing.forkserver" not in sys.modules:
         return
     from multiprocessing import forkserver, resource_tracker

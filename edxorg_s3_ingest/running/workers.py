@@ -25,6 +25,7 @@ from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
 from edxorg_s3_ingest.running.fork_server import (
     WORKER_PRELOAD,  # noqa: F401 - what Dagster's step server preloads too (definitions.py)
+    open_gate,
     server_preload,
     stop_fork_server,
 )
@@ -113,7 +114,7 @@ def load_in_workers(
 def start_fork_server(environment: str) -> None:
     """Starts the fork server (fork_server.server_preload imported there) without waiting for
     it, before the first worker is asked for: its imports overlap what this process does
-    meanwhile. Nothing to do when it runs already (the CLI's, cli.start_workers_early)."""
+    meanwhile. A server the CLI forked, parked, is let go on instead (fork_server.open_gate)."""
     from multiprocessing import forkserver
 
     _worker_context(environment)
@@ -142,6 +143,7 @@ def _worker_context(environment: str):
     """
     context = multiprocessing.get_context(WORKER_START_METHOD)
     context.set_forkserver_preload(server_preload(environment))
+    open_gate()  # a server the CLI forked, parked (cli.start_workers_early), starts its imports
     return context
 
 
