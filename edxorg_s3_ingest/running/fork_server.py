@@ -51,6 +51,7 @@ def wait_at_gate() -> None:
     run needs no worker, or its CLI has gone)."""
     read_end, write_end = _gate
     os.close(write_end)
+    _leave_tracker_pipe()
     # Ctrl-C on a terminal reaches the whole process group: the CLI ends a parked server
     # (stop_fork_server), which says nothing.
     interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -62,6 +63,22 @@ def wait_at_gate() -> None:
         _gate.clear()
     if not opened:
         raise SystemExit(0)
+
+
+def _leave_tracker_pipe() -> None:
+    """Closes, in the forked server, its copy of this process's end of multiprocessing's
+    resource tracker pipe, as a new interpreter would not have it: the tracker exits once every
+    copy is closed, so at a run's end it waited for the server to have died before it began
+    its own exit (~10 ms more after the last write). The workers are handed the tracker's pipe
+    by multiprocessing itself."""
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    inherited = getattr(tracker, "_fd", None)
+    if inherited is not None:
+        with suppress(OSError):
+            os.close(inherited)
+        tracker._fd = tracker._pid = None
 
 
 def open_gate() -> None:
