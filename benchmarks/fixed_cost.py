@@ -18,7 +18,9 @@ it is started), once the environment's and the loader's modules are compiled to 
     reported   the run's report printed
     exit       the process has exited, its workers and fork server with it
 
-"to first read" is `read`, "after last write" is `exit - committed`.
+"to first read" is `read`, "after last write" is `exit - committed`. Also shown, on the way to
+the first read: when the CLI forked the workers' fork server (`server`; cli.start_workers_early)
+and when the server's imports were done (`preloaded`; running/preload.py).
 """
 
 import argparse
@@ -34,9 +36,13 @@ from pathlib import Path
 
 from benchmarks import generate
 from benchmarks.run import REPO, child_env, compile_bytecode
+from edxorg_s3_ingest.timeline import CPU_ENV
 
 COURSE = "MITx-1.001x-2014_T1"
 STEPS = ("main", "listed", "worker", "read", "committed", "reported", "exit")
+SHOWN = ("main", "server", "listed", "preloaded", *STEPS[2:])
+"""STEPS and the fork server's milestones, in the order a run reaches them when the CLI forked
+the server (`server` is missing where the runner started it instead)."""
 
 
 def tiny_zone(root: Path) -> None:
@@ -50,9 +56,10 @@ def tiny_zone(root: Path) -> None:
 
 def one_run(zone: Path, work: Path) -> dict[str, float]:
     """The seconds from the process start to each milestone of one run (first `worker` and
-    `read`, last `committed`)."""
+    `read`, last `committed`), and as `cpu <milestone>` the CPU seconds the process that
+    reached it had spent then (timeline.py)."""
     timeline = work / "timeline.txt"
-    env = child_env() | {"EDXORG_S3_INGEST_TIMELINE": str(timeline)}
+    env = child_env() | {"EDXORG_S3_INGEST_TIMELINE": str(timeline), CPU_ENV: "1"}
     command = [sys.executable, "-m", "edxorg_s3_ingest.loads", "--bucket-url", str(zone)]
     command += ["--data-dir", str(work / "data"), "--pipelines-dir", str(work / "pipelines")]
     command += ["--tables", ",".join(generate.TABLES), "--json"]
@@ -64,11 +71,13 @@ def one_run(zone: Path, work: Path) -> dict[str, float]:
     seen: dict[str, float] = {"exit": end - start}
     for line in timeline.read_text().splitlines():
         stamp, _, event = line.split(" ", 2)
+        event, _, cpu = event.rpartition(" cpu=")
         step, at = event.split(" ")[0], float(stamp) - start
         if step == "committed":
             seen[step] = max(seen.get(step, 0.0), at)
-        else:
-            seen.setdefault(step, at)
+        elif step not in seen:
+            seen[step] = at
+            seen[f"cpu {step}"] = float(cpu)
     return seen
 
 
@@ -89,12 +98,22 @@ def main() -> None:
             work.mkdir()
             runs.append(one_run(zone, work))
     print(f"{args.repeat} runs, load {os.getloadavg()[0]:.2f} (1 min) at the end")
-    for step in STEPS:
+    for step in SHOWN:
         values = [run[step] for run in runs if step in run]
         if not values:  # `worker`: one CPU, the tables load in the CLI process
             continue
         shown = " ".join(f"{value:.2f}" for value in values)
         print(f"{step:10} {statistics.median(values):6.2f} s   ({shown})")
+    # The critical path, one process after the other: the CLI until it starts the server, the
+    # server until its imports are done, the first worker until it reads.
+    path = [("server", "CLI until the server"), ("preloaded", "server until its imports")]
+    path = [(step, said) for step, said in path if all(f"cpu {step}" in run for run in runs)]
+    path.append(("read", "first worker until its read"))
+    if all("cpu worker" in run for run in runs):
+        parts = {step: statistics.median(run[f"cpu {step}"] for run in runs) for step, _ in path}
+        sums = sorted(sum(run[f"cpu {step}"] for step, _ in path) for run in runs)
+        said = ", ".join(f"{what} {parts[step]:.3f}" for step, what in path)
+        print(f"CPU s on the way (medians): {said}; sum {statistics.median(sums):.3f}")
     first_read = statistics.median(run["read"] for run in runs)
     after = statistics.median(run["exit"] - run["committed"] for run in runs)
     print(f"to first read {first_read:.2f} s, after last write {after:.2f} s")

@@ -7,6 +7,7 @@ import json
 import sys
 
 from edxorg_s3_ingest.collector import no_collection_at_exit
+from edxorg_s3_ingest.running.fork_server import parked_preload, server_forked, stop_fork_server
 from edxorg_s3_ingest.running.progress import Progress, summary
 from edxorg_s3_ingest.running.runner import load_tables, worker_count
 from edxorg_s3_ingest.settings import ConfigurationError, Settings
@@ -159,18 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.upkeep:
         rejects = [] if args.tables else [REJECTS_TABLE]
         return run_upkeep([destination_table(t) for t in tables] + rejects, settings, args.json)
-    with Progress(total=len(tables), parallel=workers > 1) as progress:
-        run = load_tables(
-            tables,
-            settings,
-            full_refresh=args.full_refresh,
-            # As asked: a single table's load may use the other CPUs for a parse helper.
-            workers=args.workers,
-            on_start=progress.begin,
-            on_done=progress.done,
-            on_log=progress.log,
-            on_wait=progress.wait,
-        )
+    if workers > 1:
+        start_workers_early(settings.environment)
+    try:
+        with Progress(total=len(tables), parallel=workers > 1) as progress:
+            run = load_tables(
+                tables,
+                settings,
+                full_refresh=args.full_refresh,
+                # As asked: a single table's load may use the other CPUs for a parse helper.
+                workers=args.workers,
+                on_start=progress.begin,
+                on_done=progress.done,
+                on_log=progress.log,
+                on_wait=progress.wait,
+            )
+    finally:
+        if workers > 1:  # whatever ended the run first (the landing zone could not be listed)
+            stop_fork_server()
     if args.json:
         print(json.dumps(run.as_dict(), indent=2, default=str))
     elif not run.not_started:  # then the error below is all there is to say
@@ -179,6 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edxorg-s3-ingest: {run.error}", file=sys.stderr)
     mark("reported")
     return 0 if run.ok else 1
+
+
+def start_workers_early(environment: str) -> None:
+    """Forks the workers' fork server from this process before the landing zone is listed
+    (orchestration/step_server_fork.py; only while this process runs no other thread), parked
+    (running/fork_server.py): it starts with this process's modules instead of a new
+    interpreter's, and imports the loading code once two tables are known to need a load
+    (~0.05 s of CPU less on the way to the first read than a new interpreter started then).
+    When the listing leaves fewer than two, the runner ends it, parked; where it could not be
+    forked, the runner starts it as before."""
+    from edxorg_s3_ingest.orchestration import step_server_fork
+
+    forked = step_server_fork.start(parked_preload(environment))
+    server_forked(forked)
+    if forked:
+        mark("server")
 
 
 def print_loaded_files(tables: list[str], settings: Settings, as_json: bool) -> int:

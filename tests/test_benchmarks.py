@@ -68,10 +68,14 @@ def test_fixed_cost_run_reaches_its_milestones_in_order(tmp_path):
     times = [seen[step] for step in expected]
     assert times == sorted(times) and times[0] > 0
     lines = (tmp_path / "run" / "timeline.txt").read_text().splitlines()
-    assert sum(line.endswith(" main") for line in lines) == 1
-    assert sorted(line.split(" ", 2)[2] for line in lines if " committed " in line) == [
+    events = [line.split(" ", 2)[2].rpartition(" cpu=") for line in lines]
+    assert all(float(cpu) > 0 for _, _, cpu in events)
+    events = [event for event, _, _ in events]
+    assert events.count("main") == 1
+    assert sorted(event for event in events if event.startswith("committed ")) == [
         f"committed {table}" for table in sorted(fixed_cost.generate.TABLES)
     ]
+    assert seen["cpu read"] > 0 and seen["cpu main"] > 0
 
 
 TREE = """

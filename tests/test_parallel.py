@@ -304,6 +304,82 @@ def test_fork_server_starts_while_the_cli_lists(tmp_path, monkeypatch):
     assert started == [True]
 
 
+def run_in_session(tmp_path: Path, *args: str) -> tuple[dict, int, list[tuple[int, str]]]:
+    """A CLI run (--workers 2, with its timeline) as the leader of a session of its own: its
+    report, its pid, and the timeline's (pid, event) marks. Asserts that no process of the
+    session is left once the CLI has exited, whatever its parent now is."""
+    timeline = tmp_path / "timeline.txt"
+    timeline.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "edxorg_s3_ingest.loads", *args, "--workers", "2", "--json"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "", "EDXORG_S3_INGEST_TIMELINE": str(timeline)}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-4000:]
+    assert session_processes(process.pid) == []
+    marks = []
+    for line in timeline.read_text().splitlines():
+        _, pid, event = line.split(" ", 2)
+        marks.append((int(pid), event))
+    return json.loads(out), process.pid, marks
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes of a session still in the process table (zombies too)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session:  # state, ppid, pgrp, session
+            found.append(f"{stat.parent.name} {fields[0]}")
+    return found
+
+
+def test_the_cli_forks_the_fork_server_before_listing_and_its_workers_come_from_it(tmp_path):
+    """The CLI starts the workers' fork server as a fork of itself before it lists (cli.
+    start_workers_early): one server imports the loading code, the tables are read in worker
+    processes forked from it, and none of them outlives the run."""
+    tables = ("--tables", "teams,auth_user", "--bucket-url", str(SMALL), *folders(tmp_path))
+    report, cli, marks = run_in_session(tmp_path, *tables)
+    assert {t["status"] for t in report["tables"].values()} == {"loaded"}
+    events = [event for _, event in marks]
+    assert events.index("server") < events.index("listed")
+    assert [pid for pid, event in marks if event == "server"] == [cli]
+    (server,) = [pid for pid, event in marks if event == "preloaded"]
+    readers = {pid for pid, event in marks if event.startswith("read ")}
+    assert len(readers) == 2 and not readers & {cli, server}
+
+
+def test_a_run_with_nothing_new_ends_the_fork_server_it_started(tmp_path):
+    """A run with nothing new forked a fork server before it listed, parked: it ends it there
+    (no worker needed; the server imported no loading code) and leaves no process behind; one
+    table to load is loaded in the CLI process."""
+    landings = [Landing(tmp_path / "landing", table) for table in ("teams", "auth_user")]
+    for landing in landings:
+        landing.write("MITx-1", b"id\n1\n", 1_700_000_000)
+    tables = ("--tables", "teams,auth_user", "--bucket-url", landings[0].bucket_url)
+    run_report(*tables, *folders(tmp_path))
+    report, cli, marks = run_in_session(tmp_path, *tables, *folders(tmp_path))
+    assert {t["status"] for t in report["tables"].values()} == {"unchanged"}
+    assert (cli, "server") in marks
+    assert not any(event.startswith(("preloaded", "worker", "read")) for _, event in marks)
+    landings[0].write("MITx-1", b"id\n2\n", 1_700_000_100)
+    report, cli, marks = run_in_session(tmp_path, *tables, *folders(tmp_path))
+    assert report["tables"]["teams"]["status"] == "loaded"
+    assert report["tables"]["auth_user"]["status"] == "unchanged"
+    assert (cli, "server") in marks and (cli, "read teams") in marks
+    assert not any(event == "preloaded" for _, event in marks)
+
+
 def test_full_refresh_is_never_a_no_op(tmp_path):
     run_report("--tables", "teams,auth_user", *folders(tmp_path))
     report = run_report("--tables", "teams,auth_user", "--full-refresh", *folders(tmp_path))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from edxorg_s3_ingest.loading.spare_cores import use_spare_cores
 from edxorg_s3_ingest.loading.table_load import load_table, unchanged_report
 from edxorg_s3_ingest.report import RunReport, TableReport
+from edxorg_s3_ingest.running.fork_server import stop_fork_server
 from edxorg_s3_ingest.tables import TABLES
 from edxorg_s3_ingest.timeline import mark
 
@@ -121,6 +122,9 @@ def load_tables(
             left, settings, full_refresh, count, on_start, on_done, on_log, sizes or None
         )
     else:
+        # A fork server the CLI started before listing has nothing to fork: it ends now, and
+        # its core goes to this load.
+        stop_fork_server()
         # One table at a time in this process: the other CPUs the run may use are spare cores
         # for its parse helper (loading/parse_helper.py).
         spare = (workers if workers is not None else available_cpus()) - 1

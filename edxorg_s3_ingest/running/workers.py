@@ -23,6 +23,12 @@ from edxorg_s3_ingest.landing.aws import s3_retry_note
 from edxorg_s3_ingest.loading.spare_cores import use_spare_cores
 from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
+from edxorg_s3_ingest.running.fork_server import (
+    WORKER_PRELOAD,  # noqa: F401 - what Dagster's step server preloads too (definitions.py)
+    open_gate,
+    server_preload,
+    stop_fork_server,
+)
 from edxorg_s3_ingest.timeline import mark
 
 if TYPE_CHECKING:
@@ -32,11 +38,6 @@ PROGRESS_INTERVAL = 0.25
 """Seconds between two progress messages of a worker (at most 4 a second, only on change)."""
 WORKER_START_METHOD = "forkserver"
 """How worker processes start (see `_worker_context`)."""
-WORKER_PRELOAD = ["edxorg_s3_ingest.running.preload"]
-"""What the fork server imports once, so that a worker forked from it starts with it imported:
-what a dev table load needs (preload.py)..."""
-LAKE_PRELOAD = ["edxorg_s3_ingest.running.preload_lake"]
-"""... and in qa and production, what the lake's store needs (preload_lake.py)."""
 
 
 def load_in_workers(
@@ -68,7 +69,7 @@ def load_in_workers(
     pool: list[_Worker] = []
     # A core whose worker ended with nothing left to load: a load still under way may take it
     # for a parse helper process (loading/parse_helper.py). The only reference: dropped before
-    # stop_workers ends the resource tracker, so that the semaphore is unlinked first.
+    # stop_fork_server ends the resource tracker, so that the semaphore is unlinked first.
     spare: list = [context.Semaphore(0)]
     reports: dict[str, TableReport] = {}
 
@@ -106,41 +107,18 @@ def load_in_workers(
         for worker in pool:
             worker.stop()
         spare.clear()
-        stop_workers()
+        stop_fork_server()
     return reports
 
 
 def start_fork_server(environment: str) -> None:
-    """Starts the fork server (WORKER_PRELOAD imported there) without waiting for it, before
-    the first worker is asked for: its imports overlap what this process does meanwhile."""
+    """Starts the fork server (fork_server.server_preload imported there) without waiting for
+    it, before the first worker is asked for: its imports overlap what this process does
+    meanwhile. A server the CLI forked, parked, is let go on instead (fork_server.open_gate)."""
     from multiprocessing import forkserver
 
     _worker_context(environment)
     forkserver.ensure_running()
-
-
-def stop_workers() -> None:
-    """Ends the fork server and multiprocessing's resource tracker (both children of this
-    process) once the workers have ended, and waits for them: no process of the run outlives
-    it, and the CPU time of the workers, which the server waited for, counts in this process's
-    children, where `time`, `wait4` and the like look. (Left alone, both would end when this
-    process ends, unwaited.) The idle server is terminated rather than asked to exit: its exit
-    would tear down every module it imported, ~0.15 s more before the CLI could end. `_stop` is
-    what CPython's own tests use to stop them; where it is missing they are left alone."""
-    from multiprocessing import forkserver, resource_tracker
-
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid:
-        with suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    # The tracker first: it exits (on the end of its pipe) while the server dies (~4 ms less
-    # after a run's last table than waiting for one, then the other).
-    for helper in (getattr(resource_tracker, "_resource_tracker", None), server):
-        stop = getattr(helper, "_stop", None)
-        if stop:
-            with suppress(OSError, ChildProcessError):
-                stop()
 
 
 def _worker_context(environment: str):
@@ -163,19 +141,9 @@ def _worker_context(environment: str):
     imports (this process imports dlt and boto3 too): the price of workers that cannot inherit a
     held lock, whatever threads this process or its libraries start.
     """
-    # glibc gives each thread that allocates an arena of its own (up to 8 per core), which the
-    # reader's threads fill and never hand back: two arenas hold a worker ~50 MB lower at the
-    # same speed. Read when the fork server starts, so set before; a user's value wins (and in
-    # qa and production the package's own, 1: loading/memory_pool.py).
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    # Arrow's own default pool (mimalloc), which some of its allocations still use beside
-    # memory_pool.use_lean_memory_pool's jemalloc, held the most memory and cost the most system
-    # time: jemalloc for all (benchmarks/data/medium, 2 workers: peak 594 -> 535 MB for the
-    # whole run, 8.9 -> 8.3 s). Read when pyarrow is first imported, in the fork server.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     context = multiprocessing.get_context(WORKER_START_METHOD)
-    lake = LAKE_PRELOAD if environment != "dev" else []
-    context.set_forkserver_preload([*WORKER_PRELOAD, *lake])
+    context.set_forkserver_preload(server_preload(environment))
+    open_gate()  # a server the CLI forked, parked (cli.start_workers_early), starts its imports
     return context
 
 
