@@ -12,7 +12,7 @@ import pytest
 from edxorg_s3_ingest.state.table_state import LEDGER_COLUMNS
 from edxorg_s3_ingest.tables import TABLES, destination_table
 
-from conftest import SAMPLE, run_cli, run_json
+from conftest import REPO, SAMPLE, run_cli, run_json
 from oracle import canonical, read_export, table_rows
 
 SAMPLE_TABLES = sorted(path.name for path in (SAMPLE / "db_table").iterdir())
@@ -242,3 +242,22 @@ def test_settings_are_read_as_dlt_reads_them_without_dlt(tmp_path, monkeypatch):
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.stdout.split() == ["from-config", "secret", "env", "False"], result.stderr
+
+
+def test_dlt_sends_no_usage_events_from_the_project(tmp_path):
+    """.dlt/config.toml turns dlt's telemetry off (dlt's default is on): an unattended load in
+    the platform reports nothing to dltHub. Outside the project folder dlt's default shows."""
+    script = (
+        "from dlt.common.configuration import resolve_configuration\n"
+        "from dlt.common.configuration.specs import RuntimeConfiguration\n"
+        "print(resolve_configuration(RuntimeConfiguration()).dlthub_telemetry)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME__", "DLT_"))}
+    seen = {}
+    for folder in (REPO, tmp_path):
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        seen[folder] = done.stdout.strip()
+    assert seen == {REPO: "False", tmp_path: "True"}
