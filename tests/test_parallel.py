@@ -508,3 +508,21 @@ def test_a_run_whose_stderr_reader_goes_away_still_loads_every_table(tmp_path):
     again = run_report(*tables, *folders(tmp_path))
     assert sorted(again["tables"]) == SAMPLE_TABLES
     assert {table["status"] for table in again["tables"].values()} == {"unchanged"}
+
+
+def test_a_preload_module_that_fails_is_left_to_the_process_that_needs_it(tmp_path, monkeypatch):
+    """running/preload.import_paused: a module that raises at import (not only an ImportError)
+    is skipped and the next ones imported: the fork server lives, where it died before and
+    each worker failed to start with a bare `EOFError`; the process that needs the module
+    meets the error itself."""
+    import importlib
+
+    from edxorg_s3_ingest.running.preload import import_paused
+
+    (tmp_path / "fails_at_import.py").write_text('raise RuntimeError("broken at import")\n')
+    (tmp_path / "after_it.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_paused(["fails_at_import", "after_it"])
+    assert "after_it" in sys.modules and "fails_at_import" not in sys.modules
+    with pytest.raises(RuntimeError, match="broken at import"):
+        importlib.import_module("fails_at_import")

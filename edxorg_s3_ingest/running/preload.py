@@ -41,13 +41,15 @@ has been imported already."""
 
 def import_paused(modules: list[str]) -> None:
     """Imports the modules with the garbage collector paused, then freezes what they made
-    (collector.paused). A module that cannot be imported is skipped, as the fork server itself
-    skips it (the process that needs it meets the error)."""
+    (collector.paused). A module that cannot be imported is skipped, whatever the error (the
+    fork server itself skips only an ImportError, and dies of any other: each worker would then
+    fail to start with a bare `EOFError`); the process that needs the module meets the error
+    itself, and reports it."""
     with paused():
         for name in modules:
             try:
                 importlib.import_module(name)
-            except ImportError:
+            except Exception:  # noqa: BLE001 - see above
                 continue
 
 
