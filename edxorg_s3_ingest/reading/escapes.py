@@ -38,6 +38,7 @@ for _letter, (_stand_in, _char) in _ESCAPED.items():
     _ORIGINAL[_stand_in] = _char
 _ORIGINAL[_LONE_BACKSLASH] = _BACKSLASH
 _ORIGINAL[_CR_STAND_IN] = _CR
+_ORIGINAL_VALUES = np.frombuffer(bytes(_ORIGINAL), np.uint8)
 _RAW = bytearray(_ORIGINAL)
 """Each byte as it was before marking: the escapes' stand-ins as their letters."""
 for _letter, (_stand_in, _) in _ESCAPED.items():
@@ -101,8 +102,11 @@ def _unmark_chunk(chunk: pa.Array) -> pa.Array:
     values = np.frombuffer(data, np.uint8)
     if values.max() < _FIRST_STAND_IN:  # no stand-in: valid UTF-8 stays below 0xF5
         return chunk
-    # bytes.translate: ~3x faster than a numpy table lookup.
-    return _with_data(chunk, data.to_pybytes().translate(_ORIGINAL))
+    # A copy with the few stand-ins put back: ~2.5x less CPU than translating every byte.
+    stand_ins = np.flatnonzero(values >= _FIRST_STAND_IN)
+    restored = values.copy()
+    restored[stand_ins] = _ORIGINAL_VALUES[values[stand_ins]]
+    return _with_data(chunk, restored)
 
 
 def decode_columns(
