@@ -4,9 +4,9 @@ Everything here works on raw bytes in C, so that the Python loop turns once per 
 (pre-scan) or once per record (the rare slow path), never per byte. The pre-scan first tries bit
 masks (bitmasks.py: a few numpy passes per buffer), which settle the files whose every quote
 opens, closes or doubles; any other file (a quote inside an unquoted field, a malformed quoted
-field) is decided by compiled regexes, whose matcher steps through every quote (~3x the CPU on
-quote-dense exports). The rest of a buffer that holds no quote at all skips the regex
-(bytes.find, memchr speed).
+field) is decided by compiled regexes, whose matcher steps through every quote (on the quoted
+studentmodule exports of benchmarks' `medium`, 1.2 GB: 1.85 s of CPU against 0.77 s). The rest
+of a buffer that holds no quote at all skips the regex (bytes.find, memchr speed).
 """
 
 import re
