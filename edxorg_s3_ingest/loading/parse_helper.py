@@ -158,7 +158,7 @@ class HelperLane:
                     offered = self._offered.get(timeout=WAIT)
                 except queue.Empty:
                     if self._no_more.is_set() and self._offered.empty():
-                        return  # a scan stage that never ran offers no None
+                        return  # nothing more comes (its None may not be in yet)
                     continue
                 if offered is None:
                     return
