@@ -117,3 +117,30 @@ def test_no_helper_process_the_load_reads_alone(tmp_path, monkeypatch, caplog):
     report = load(tmp_path / "run", zone, workers=2)
     assert report.ok and report.tables[TABLE].files_loaded == 8
     assert "no parse helper process" in caplog.text
+
+
+def test_the_lane_ends_with_the_last_file_not_at_its_next_look(tmp_path, monkeypatch):
+    """Once the scan stage has offered its last file, the lane ends as soon as the helper's
+    last answer is in: with looks an hour apart (WAIT), the load still ends, with the helper's
+    files in it. (Before, the lane noticed the end at its next look, and the helper process
+    then took ~0.1 s to end its interpreter: both on the load's critical path.)"""
+    monkeypatch.setattr(parse_helper, "WAIT", 3600.0)
+    monkeypatch.setattr(source, "HELPER_MIN_BYTES", 1)
+    parsed: list[str] = []
+    real_parse = parse_helper.HelperLane._parse
+
+    def counted(self, file, path, order):
+        parsed.append(file.url)
+        return real_parse(self, file, path, order)
+
+    monkeypatch.setattr(parse_helper.HelperLane, "_parse", counted)
+    zone = landing(tmp_path / "landing")
+    reports = []
+    loading = threading.Thread(
+        target=lambda: reports.append(load(tmp_path / "run", zone, workers=2)), daemon=True
+    )
+    loading.start()
+    loading.join(timeout=300)  # a hang detector: the load takes seconds, a missed end an hour
+    assert not loading.is_alive(), "the load waited for the lane's next look"
+    assert reports[0].ok and reports[0].tables[TABLE].files_loaded == 8
+    assert len(parsed) >= 1

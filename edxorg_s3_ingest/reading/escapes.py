@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edxorg_s3_ingest.reading import bitmasks
+
 _BACKSLASH, _CR = 0x5C, 0x0D
 _CR_STAND_IN = 0xFF
 _LONE_BACKSLASH = 0xFA
@@ -36,6 +38,7 @@ for _letter, (_stand_in, _char) in _ESCAPED.items():
     _ORIGINAL[_stand_in] = _char
 _ORIGINAL[_LONE_BACKSLASH] = _BACKSLASH
 _ORIGINAL[_CR_STAND_IN] = _CR
+_ORIGINAL_VALUES = np.frombuffer(bytes(_ORIGINAL), np.uint8)
 _RAW = bytearray(_ORIGINAL)
 """Each byte as it was before marking: the escapes' stand-ins as their letters."""
 for _letter, (_stand_in, _) in _ESCAPED.items():
@@ -55,23 +58,27 @@ def mark(segment: bytes | bytearray, backslashes: bool, crs: bool) -> bytearray:
 
 
 def _mark_escapes(values: np.ndarray) -> None:
-    backslash = values == _BACKSLASH
-    # Runs of backslashes lie between the places where backslash-ness changes: a run is
-    # (edges[2k], edges[2k + 1]], each edge the index of the last byte before a change.
-    edges = np.flatnonzero(backslash[1:] != backslash[:-1])
-    if backslash[0]:
-        edges = np.concatenate(([-1], edges))
-    if backslash[-1]:
-        edges = np.concatenate((edges, [len(values) - 1]))
-    lasts = edges[1::2]
-    escaping = lasts[np.flatnonzero((lasts - edges[0::2]) & 1)]  # the last of an odd run
-    following = np.zeros(len(escaping), np.uint8)
-    inside = escaping + 1 < len(values)
-    following[inside] = values[escaping[inside] + 1]
+    escaped = bitmasks.positions(_after_odd_runs(bitmasks.mask(values, _BACKSLASH)))
+    escaping = escaped - 1
+    following = np.zeros(len(escaped), np.uint8)
+    inside = escaped < len(values)
+    following[inside] = values[escaped[inside]]
     stand_ins = _STAND_IN_OF[following]
     escape = stand_ins != 0
-    values[escaping[escape] + 1] = stand_ins[escape]
+    values[escaped[escape]] = stand_ins[escape]
     values[escaping[~escape]] = _LONE_BACKSLASH
+
+
+def _after_odd_runs(backslashes: np.ndarray) -> np.ndarray:
+    """The bytes right after a run of backslashes of odd length: the last backslash of such a
+    run escapes them (runs pair up from their start). Adding a run's first bit to the mask
+    carries through the run and lands just past it; a run from an even position that lands on
+    an odd one has odd length, and the other way round. A segment starts after an LF, so no
+    run comes from before it; one that ends it lands on the spare bit past its end."""
+    starts = backslashes & ~bitmasks.shifted_up(backslashes, False)
+    from_even = bitmasks.added(backslashes, starts & bitmasks.EVEN) & ~backslashes
+    from_odd = bitmasks.added(backslashes, starts & bitmasks.ODD) & ~backslashes
+    return (from_even & bitmasks.ODD) | (from_odd & bitmasks.EVEN)
 
 
 def restore(marked: bytearray) -> None:
@@ -95,8 +102,11 @@ def _unmark_chunk(chunk: pa.Array) -> pa.Array:
     values = np.frombuffer(data, np.uint8)
     if values.max() < _FIRST_STAND_IN:  # no stand-in: valid UTF-8 stays below 0xF5
         return chunk
-    # bytes.translate: ~3x faster than a numpy table lookup.
-    return _with_data(chunk, data.to_pybytes().translate(_ORIGINAL))
+    # A copy with the few stand-ins put back: ~2.5x less CPU than translating every byte.
+    stand_ins = np.flatnonzero(values >= _FIRST_STAND_IN)
+    restored = values.copy()
+    restored[stand_ins] = _ORIGINAL_VALUES[values[stand_ins]]
+    return _with_data(chunk, restored)
 
 
 def decode_columns(

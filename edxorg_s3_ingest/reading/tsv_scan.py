@@ -1,14 +1,22 @@
 """Byte-level tokenizing for the TSV reader: the per-file quoting decision and record splitting.
 
-Everything here works on raw bytes with compiled regexes, so that the loops run in C: the Python
-loop turns once per buffer (pre-scan) or once per record (the rare slow path), never per byte.
-The rest of a buffer that holds no quote at all skips the regex (bytes.find, memchr speed).
+Everything here works on raw bytes in C, so that the Python loop turns once per buffer
+(pre-scan) or once per record (the rare slow path), never per byte. The pre-scan first tries bit
+masks (bitmasks.py: a few numpy passes per buffer), which settle the files whose every quote
+opens, closes or doubles; any other file (a quote inside an unquoted field, a malformed quoted
+field) is decided by compiled regexes, whose matcher steps through every quote (on the quoted
+studentmodule exports of benchmarks' `medium`, 1.2 GB: 1.85 s of CPU against 0.77 s). The rest
+of a buffer that holds no quote at all skips the regex (bytes.find, memchr speed).
 """
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import numpy as np
+
+from edxorg_s3_ingest.reading import bitmasks
 
 TAB, LF, QUOTE = 0x09, 0x0A, 0x22
 
@@ -38,10 +46,74 @@ class Scan:
 
 def scan(stream: BinaryIO, data_start: int, block: int) -> Scan:
     """Decides quoting (SPEC §2) and finds record starts roughly every `block` bytes."""
-    cuts = _quoted_cuts(stream, data_start, block)
+    cuts = _paired_cuts(stream, data_start, block)
+    if cuts is None:
+        cuts = _quoted_cuts(stream, data_start, block)
     if cuts is not None:
         return Scan(True, cuts)
     return Scan(False, _line_cuts(stream, data_start, block))
+
+
+def _paired_cuts(stream: BinaryIO, offset: int, block: int) -> list[tuple[int, int]] | None:
+    """Cuts for a quoted reading of a file in which every quote opens or closes a quoted field
+    (or is half of a `""`), or None when the file is not shown to be so (a quote inside an
+    unquoted field, a malformed or unclosed quoted field): `_quoted_cuts` then decides.
+
+    Then quotes alternate: quote k (from 0) opens a field when k is even, closes one when odd,
+    a `""` being a close and a re-open with nothing between. Checked with bit masks: an opening
+    quote must follow TAB, LF or a quote (the header's LF before the first byte), a closing
+    one be followed by TAB, LF, a quote or the end of the file. When both hold everywhere
+    and the quotes are even in number, the file is well-formed (each quote does what the
+    regex reading would make of it, by induction over the quotes), and a record ends at each
+    LF with an even number of quotes before it."""
+    cuts, line = [(offset, 2)], 2
+    inside, before = False, True  # the header's LF
+    lfs, hits = bitmasks.scratch(block), bitmasks.scratch(block)
+    stream.seek(offset)
+    buffer = stream.read(block)
+    while buffer:
+        following = stream.read(block)
+        values = np.frombuffer(buffer, np.uint8)
+        is_lf = bitmasks.compared(values, LF, lfs)
+        quotes = bitmasks.mask(values, QUOTE, hits)
+        last = None
+        if quotes.any():
+            tabs = bitmasks.compared(values, TAB, hits)
+            bounds = bitmasks.of(np.bitwise_or(tabs, is_lf, out=tabs)) | quotes
+            if not following or following[0] in (TAB, LF, QUOTE):
+                bitmasks.set_bit(bounds, len(buffer))
+            fields = bitmasks.parity(quotes, inside)  # inside a quoted field after each byte
+            opening, closing = quotes & fields, quotes & ~fields
+            if (opening & ~bitmasks.shifted_up(bounds, before)).any():
+                return None
+            if (closing & ~bitmasks.shifted_down(bounds)).any():
+                return None
+            inside = bitmasks.bit(fields, len(buffer) - 1)
+            last = _last_record_end(buffer, is_lf, fields)
+        elif not inside:  # no quote: the state before the buffer holds throughout
+            last = buffer.rfind(b"\n")
+            last = None if last < 0 else last
+        lines = int(np.count_nonzero(is_lf))
+        if last is not None:
+            cuts.append((offset + last + 1, line + lines - buffer.count(b"\n", last + 1)))
+        line += lines
+        offset += len(buffer)
+        before = buffer[-1] in (TAB, LF, QUOTE)
+        buffer = following
+    return None if inside else _close(cuts, offset, line)
+
+
+def _last_record_end(buffer: bytes, is_lf: np.ndarray, fields: np.ndarray) -> int | None:
+    """The position of the buffer's last LF outside quoted fields, if any: mostly its last LF,
+    else (a record with LFs in a quoted field at its end) one found in the masks."""
+    last = len(buffer)
+    for _ in range(4):
+        last = buffer.rfind(b"\n", 0, last)
+        if last < 0:
+            return None
+        if not bitmasks.bit(fields, last):
+            return last
+    return bitmasks.last(bitmasks.of(is_lf) & ~fields)
 
 
 def _line_cuts(stream: BinaryIO, offset: int, block: int) -> list[tuple[int, int]]:
