@@ -8,6 +8,7 @@ import io
 import os
 
 import pytest
+from pyiceberg.io import load_file_io
 from test_lake_layout import lake  # noqa: F401 - the lake fixture
 
 from edxorg_s3_ingest.stores import lake_io
@@ -25,7 +26,7 @@ def url(key: str) -> str:
 
 
 def test_the_catalog_uses_it(lake):  # noqa: F811
-    assert isinstance(glue_catalog()._load_file_io(location=url("t")), LakeFileIO)
+    assert isinstance(load_file_io(glue_catalog().properties, url("t")), LakeFileIO)
 
 
 def test_a_small_object_is_one_put_read_back_whole(lake):  # noqa: F811

@@ -97,6 +97,7 @@ from edxorg_s3_ingest.stores.iceberg_files import (
     staged_data_file,
     uploaded_data_file,
 )
+from edxorg_s3_ingest.stores.lake_io import LakeFileIO
 from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER, state_location
 from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads, UploadedFile
 from edxorg_s3_ingest.tables import REJECTS_TABLE
@@ -194,7 +195,7 @@ def _glue_catalog(_environment: tuple) -> GlueCatalog:
     properties = {
         # boto3 (and s3fs for Arrow scans) rather than pyarrow's own S3 client: the same
         # botocore credential chain as Glue.
-        "py-io-impl": "edxorg_s3_ingest.stores.lake_io.LakeFileIO",
+        "py-io-impl": f"{LakeFileIO.__module__}.{LakeFileIO.__qualname__}",
         "s3.region": boto3.Session().region_name or DEFAULT_REGION,
     }
     if endpoint := s3_endpoint():
