@@ -24,7 +24,8 @@
 - Types are Athena-readable: string, long, timestamptz (microseconds); format v2.
 
 AWS access goes through one boto3 session (the standard credential chain, refreshed on long runs)
-for Glue, and s3fs (the same chain, via aiobotocore) for the files. `AWS_ENDPOINT_URL`,
+for Glue and the files (lake_io.py; s3fs, the same chain via aiobotocore, only where pyiceberg's
+Arrow reader scans data files). `AWS_ENDPOINT_URL`,
 `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL_GLUE` are honoured; the region defaults to us-east-1,
 where the edX buckets live.
 """
@@ -96,6 +97,7 @@ from edxorg_s3_ingest.stores.iceberg_files import (
     staged_data_file,
     uploaded_data_file,
 )
+from edxorg_s3_ingest.stores.lake_io import LakeFileIO
 from edxorg_s3_ingest.stores.lake_state import STATE, STATE_FOLDER, state_location
 from edxorg_s3_ingest.stores.lake_uploads import EarlyUploads, UploadedFile
 from edxorg_s3_ingest.tables import REJECTS_TABLE
@@ -191,8 +193,9 @@ def identity_spec(schema: Schema, column: str) -> PartitionSpec:
 def _glue_catalog(_environment: tuple) -> GlueCatalog:
     """One catalog per process and AWS environment (boto3 clients are costly to build)."""
     properties = {
-        # s3fs rather than pyarrow's own S3 client: the same botocore credential chain as Glue.
-        "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
+        # boto3 (and s3fs for Arrow scans) rather than pyarrow's own S3 client: the same
+        # botocore credential chain as Glue.
+        "py-io-impl": f"{LakeFileIO.__module__}.{LakeFileIO.__qualname__}",
         "s3.region": boto3.Session().region_name or DEFAULT_REGION,
     }
     if endpoint := s3_endpoint():
