@@ -20,15 +20,15 @@ finds them in the page cache):
              least any no-op run can do
 
 For each: wall seconds, CPU seconds (user + sys of the child and its worker processes, from
-`wait4`), the peak memory of the child's whole process tree (benchmarks/measure.py), MB/s
-(MB = prod input bytes, 10^6) and rows/s. The row counts of the project, the original and
-DuckDB (each counted from its Parquet output) must equal the rows the generator wrote, or the
-run stops at that round, keeping its outputs and logs in the work dir. With `--repeat N` every approach runs N times and the median wall time is kept (with
-its CPU and the largest peak memory); the rounds interleave the approaches, so that a busy
-machine slows them alike. `--only` runs some of the approaches (the original design takes
-minutes on the medium set); the ratios are those of the approaches run. Results: a table on
-stdout and JSON (default benchmarks/results/<set>.json; benchmarks/output/smoke.json for the
-smoke set).
+`wait4`), the peak memory of the child's whole process tree (benchmarks/measure.py), MB/s (MB = prod
+input bytes, 10^6) and rows/s. The row counts of the project, the original and DuckDB (each counted
+from its Parquet output) must equal the rows the generator wrote, or the run stops at that round,
+keeping its outputs and logs in the work dir. With `--repeat N` every approach runs N times and the
+median wall time is kept (with its CPU and the largest peak memory); the rounds interleave the
+approaches, so that a busy machine slows them alike. `--only` runs some of the approaches (the
+original design takes minutes on the medium set); the ratios are those of the approaches run.
+Results: a table on stdout and JSON (default benchmarks/results/<set>.json;
+benchmarks/output/smoke.json for the smoke set).
 """
 
 import argparse

@@ -1,8 +1,10 @@
 """In qa and production, what the lake's store needs, imported by the CLI's fork server after
-preload.py and the same way: pyiceberg, s3fs and its aiobotocore, ~0.9 s of CPU that each
-worker otherwise paid again when it first committed. pandas is left out first, as loads leave it
-out (memory_pool.leave_pandas_out): pyiceberg's pyarrow.dataset would import it here, ~0.16 s
-of CPU and ~40 MB in the server that no load uses.
+preload.py and the same way: pyiceberg and its FileIO (stores/lake_io.py), which each worker
+otherwise paid again when it first committed. Not s3fs and its aiobotocore (~0.15-0.2 s of CPU on
+the start's critical path): the lake's objects go through the boto3 client, and only a scan of data
+files (a copy-on-write, compaction) imports s3fs, in the worker that needs it. pandas is left out
+first, as loads leave it out (memory_pool.leave_pandas_out): pyiceberg's pyarrow.dataset would
+import it here, ~0.16 s of CPU and ~40 MB in the server that no load uses.
 
 Then the process's S3 client and Glue catalog are built (landing/aws.py, iceberg_store.py:
 cached per AWS environment, which a worker inherits with them): ~0.15 s of CPU each worker
@@ -16,7 +18,7 @@ from edxorg_s3_ingest.collector import paused
 from edxorg_s3_ingest.loading.memory_pool import leave_pandas_out
 from edxorg_s3_ingest.running.preload import import_paused
 
-LAKE = ["edxorg_s3_ingest.stores.iceberg_store", "pyiceberg.io.fsspec", "s3fs"]
+LAKE = ["edxorg_s3_ingest.stores.iceberg_store", "pyiceberg.io.fsspec"]
 
 leave_pandas_out()
 import_paused(LAKE)
