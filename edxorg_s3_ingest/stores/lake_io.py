@@ -30,6 +30,7 @@ from edxorg_s3_ingest.landing.aws import (
     s3_client,
     split_s3,
 )
+from edxorg_s3_ingest.stores.s3_upload import S3Upload
 
 PART_BYTES = 8 << 20
 """Bytes of each part of a multipart upload (but the last); a file written with less is one
@@ -174,11 +175,9 @@ class _Upload(io.RawIOBase):
     def __init__(self, location: str) -> None:
         super().__init__()
         self.location = location
-        self.bucket, self.key = split_s3(location)
         self.pending = bytearray()
         self.written = 0
-        self.upload_id: str | None = None
-        self.parts: list[dict] = []
+        self.upload = S3Upload(*split_s3(location))
 
     def writable(self) -> bool:
         return True
@@ -199,21 +198,9 @@ class _Upload(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
-        client = s3_client()
         try:
             with as_os_error(self.location):
-                if self.upload_id is None:
-                    client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.pending))
-                else:
-                    if self.pending:
-                        self._send(self.pending)
-                    client.complete_multipart_upload(
-                        Bucket=self.bucket,
-                        Key=self.key,
-                        UploadId=self.upload_id,
-                        MultipartUpload={"Parts": self.parts},
-                    )
-                    self.upload_id = None
+                self.upload.finish(bytes(self.pending))
         finally:
             self.pending = bytearray()
             self.abort()
@@ -221,12 +208,8 @@ class _Upload(io.RawIOBase):
 
     def abort(self) -> None:
         """Drops what was sent of an upload not completed."""
-        if self.upload_id is not None:
-            upload_id, self.upload_id = self.upload_id, None
-            with as_os_error(self.location):
-                s3_client().abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=upload_id
-                )
+        with as_os_error(self.location):
+            self.upload.abort()
 
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:
@@ -248,17 +231,5 @@ class _Upload(io.RawIOBase):
             super().close()
 
     def _send(self, body: bytes | bytearray) -> None:
-        client = s3_client()
         with as_os_error(self.location):
-            if self.upload_id is None:
-                answer = client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
-                self.upload_id = answer["UploadId"]
-            number = len(self.parts) + 1
-            answer = client.upload_part(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=bytes(body),
-            )
-        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            self.upload.send_part(bytes(body))

@@ -34,8 +34,9 @@ from typing import BinaryIO, NamedTuple
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edxorg_s3_ingest.landing.aws import s3_client, split_s3
+from edxorg_s3_ingest.landing.aws import split_s3
 from edxorg_s3_ingest.stores.parquet_footer import MAGIC, TAIL, FooterJoin, columns_of, tail
+from edxorg_s3_ingest.stores.s3_upload import S3Upload
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ class UploadedFile:
         self.join = FooterJoin()
         self._pending: list[bytes | tuple[BinaryIO, int, int]] = [MAGIC]
         self._pending_bytes = len(MAGIC)
-        self._upload_id: str | None = None
-        self._parts: list[dict] = []
+        self._upload = S3Upload(self.bucket, self.key)
 
     @property
     def courses(self) -> set[str]:
@@ -79,7 +79,7 @@ class UploadedFile:
         self._pending.append((member.stream, len(MAGIC), member.footer_start))
         self._pending_bytes += member.footer_start - len(MAGIC)
         while self._pending_bytes >= PART_BYTES:
-            self._send(self._take(PART_BYTES))
+            self._upload.send_part(self._take(PART_BYTES))
 
     def footer(self) -> bytes:
         """The data file's footer without field ids: a single file's own, or the joined one."""
@@ -89,38 +89,11 @@ class UploadedFile:
         """Uploads what is left and `footer` (completing the upload); the file's size."""
         body = self._take(self._pending_bytes)
         body += footer + tail(footer)
-        if self._upload_id is None:
-            s3_client().put_object(Bucket=self.bucket, Key=self.key, Body=body)
-        else:
-            self._send(body)
-            s3_client().complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
-            self._upload_id = None
+        self._upload.finish(body)
         return len(MAGIC) + self.join.body_bytes + len(footer) + TAIL
 
     def abort(self) -> None:
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            s3_client().abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
-
-    def _send(self, body: bytes | bytearray) -> None:
-        client = s3_client()
-        if self._upload_id is None:
-            answer = client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
-            self._upload_id = answer["UploadId"]
-        number = len(self._parts) + 1
-        answer = client.upload_part(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
-        )
-        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+        self._upload.abort()
 
     def _take(self, size: int) -> bytearray:
         """The next `size` pending bytes, read from the members' files into one buffer."""
