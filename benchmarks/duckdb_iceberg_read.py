@@ -21,6 +21,8 @@ import duckdb
 import duckdb_ext
 
 VERSION = "v1.4.4"
+READS = 3
+"""Reads of each table; its time is the fastest (as lake_tools.READS)."""
 
 
 def extension_directory() -> str:
@@ -57,14 +59,16 @@ def main() -> None:
     result = {}
     for number, item in enumerate(args.tables):
         name, _, location = item.partition("=")
-        started = time.perf_counter()
-        connection.execute(
-            f"CREATE TEMP TABLE read_{number} AS SELECT * FROM iceberg_scan('{location}')"
-        )
-        seconds = time.perf_counter() - started
-        rows = connection.execute(f"SELECT count(*) FROM read_{number}").fetchone()[0]
-        connection.execute(f"DROP TABLE read_{number}")
-        result[name] = {"rows": rows, "seconds": round(seconds, 3)}
+        times = []
+        for _ in range(READS):  # the fastest: the first read also sets up the connection
+            started = time.perf_counter()
+            connection.execute(
+                f"CREATE TEMP TABLE read_{number} AS SELECT * FROM iceberg_scan('{location}')"
+            )
+            times.append(time.perf_counter() - started)
+            rows = connection.execute(f"SELECT count(*) FROM read_{number}").fetchone()[0]
+            connection.execute(f"DROP TABLE read_{number}")
+        result[name] = {"rows": rows, "seconds": round(min(times), 3)}
     print(json.dumps(result))
 
 

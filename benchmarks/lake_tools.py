@@ -210,14 +210,25 @@ def layout(endpoint: str, tables: list[str], since: dict, database: str = QA_DAT
     return result
 
 
+READS = 3
+"""Each table is read this many times; its time is the fastest. The process's first read also
+pays its catalog's, FileIO's and connections' set-up (auth_user, read first, took 6x the time
+of the same rows in one file that way), which is no property of the table's layout."""
+
+
 def _timed_read(lake, identifier: tuple[str, str]):
-    started = time.perf_counter()
-    rows = lake.load_table(identifier).scan().to_arrow()
-    return rows, round(time.perf_counter() - started, 3)
+    best = None
+    for _ in range(READS):
+        started = time.perf_counter()
+        rows = lake.load_table(identifier).scan().to_arrow()
+        seconds = time.perf_counter() - started
+        best = seconds if best is None else min(best, seconds)
+    return rows, round(best, 3)
 
 
 def read(endpoint: str, tables: list[str], compacted: bool) -> dict:
-    """Seconds to read each whole table with pyiceberg (`load_table(...).scan().to_arrow()`);
+    """Seconds to read each whole table with pyiceberg (`load_table(...).scan().to_arrow()`,
+    the fastest of READS);
     with `compacted`, the same rows are then written once into a fresh table (one append: one
     data file at these sizes) and read back the same way."""
     lake = catalog(endpoint)

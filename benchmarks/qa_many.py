@@ -12,7 +12,8 @@ benchmarks/lake_tools.py reexport). After each run, from the Iceberg snapshots t
 
 After the first and the last run, every table is read whole, with pyiceberg and with DuckDB's
 iceberg reader (benchmarks/duckdb_iceberg_read.py, in its own environment), and so are the same
-rows written once into a fresh table (one data file): the read time over the compacted one.
+rows written once into a fresh table (one data file): the read time over the compacted one
+(each the fastest of three reads in the same process: the first also sets the process up).
 Every run's rows loaded, and every read's rows, must equal what the re-exports say, or it fails.
 """
 
