@@ -77,7 +77,7 @@ def step_preload() -> list[str]:
     first (dagster's multiprocess.py: it adds it unless listed), the CLI workers' loading code
     (running/preload.py), then the definitions, built there (step_server.py); all with the
     collector paused (step_server_preamble, preload.py, step_server.py)."""
-    from edxorg_s3_ingest.running.workers import WORKER_PRELOAD
+    from edxorg_s3_ingest.running.fork_server import WORKER_PRELOAD
 
     executor = "dagster._core.executor.multiprocess"
     server = ["edxorg_s3_ingest.step_server_preamble", executor, *WORKER_PRELOAD]

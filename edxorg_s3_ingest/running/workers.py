@@ -23,12 +23,7 @@ from edxorg_s3_ingest.landing.aws import s3_retry_note
 from edxorg_s3_ingest.loading.spare_cores import use_spare_cores
 from edxorg_s3_ingest.loading.table_load import TableLoad, describe, load_table
 from edxorg_s3_ingest.report import TableReport
-from edxorg_s3_ingest.running.fork_server import (
-    WORKER_PRELOAD,  # noqa: F401 - what Dagster's step server preloads too (definitions.py)
-    open_gate,
-    server_preload,
-    stop_fork_server,
-)
+from edxorg_s3_ingest.running.fork_server import open_gate, server_preload, stop_fork_server
 from edxorg_s3_ingest.timeline import mark
 
 if TYPE_CHECKING:
@@ -132,8 +127,8 @@ def _worker_context(environment: str):
     - spawn starts each worker as a new interpreter that imports dlt, pyarrow, boto3 and the
       loader again: ~0.7 s of CPU per worker.
     - forkserver starts one clean, single-threaded server process that imports the loading code
-      once (WORKER_PRELOAD) and forks the workers from it: as safe as spawn, one import for all
-      workers, on another core than this process.
+      once (fork_server.server_preload) and forks the workers from it: as safe as spawn, one
+      import for all workers, on another core than this process.
 
     Measured, a run with nothing new over 3 tables of 3,333 files each, 2 workers, 2 busy cores:
     fork 2.1-2.2 s of CPU (1.5-2.1 s wall), forkserver 2.5-2.7 s (1.8-2.6 s), spawn 3.2-3.6 s

@@ -91,13 +91,19 @@ def _exists(location: str) -> bool:
     return True
 
 
-class S3InputFile(InputFile):
+class _S3Object:
+    """What pyiceberg asks of an input and an output file alike (`location` is theirs)."""
+
+    location: str
+
     def __len__(self) -> int:
         return _size(self.location)
 
     def exists(self) -> bool:
         return _exists(self.location)
 
+
+class S3InputFile(_S3Object, InputFile):
     def open(self, seekable: bool = True) -> InputStream:
         bucket, key = split_s3(self.location)
         with as_os_error(self.location):
@@ -150,13 +156,7 @@ class _Ranges(io.RawIOBase):
         return len(data)
 
 
-class S3OutputFile(OutputFile):
-    def __len__(self) -> int:
-        return _size(self.location)
-
-    def exists(self) -> bool:
-        return _exists(self.location)
-
+class S3OutputFile(_S3Object, OutputFile):
     def to_input_file(self) -> InputFile:
         return S3InputFile(self.location)
 
